@@ -1,0 +1,131 @@
+"""NIfTI volumes -> preprocessed axial 2D slices, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import LoadImage, Resize, ScaleIntensityRange
+
+from kdcore.data.msd import Case
+from kdcore.errors import ConfigError
+
+CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """How volumes become slices: HU window scaled to [0, 1], then in-plane resize."""
+
+    window: tuple[float, float] = (0.0, 255.0)  # thesis: raw HU clipped to [0, 255]
+    image_size: int = 256
+
+    def __post_init__(self):
+        if not self.window[0] < self.window[1]:
+            raise ConfigError(f"window must be [low, high] with low < high, got {self.window}")
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+
+
+@dataclass
+class SliceData:
+    """All slices of a dataset, in case order then z order.
+
+    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 in {0, 1};
+    case: (N,) index into ``case_names`` of each slice's volume; z: (N,) slice index.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    case: np.ndarray
+    z: np.ndarray
+    case_names: list[str]
+    key: str
+
+    def __len__(self) -> int:
+        return len(self.case)
+
+
+def preprocess_volume(
+    image: torch.Tensor, label: torch.Tensor, settings: SliceSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z) HU volume and label -> (Z, S, S) float16 images and uint8 masks.
+
+    Image: window clipped and scaled to [0, 1], bilinear resize. Mask: nearest resize
+    (the reference's linear interpolation gave soft label edges).
+    """
+    lo, hi = settings.window
+    image = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image.float())
+    size = (settings.image_size, settings.image_size, image.shape[-1])
+    image = Resize(size, mode="trilinear", align_corners=False)(image[None])[0]
+    label = Resize(size, mode="nearest")(label[None].float())[0]
+    image = torch.as_tensor(image).permute(2, 0, 1).numpy().astype(np.float16)
+    label = (torch.as_tensor(label).permute(2, 0, 1).numpy() > 0.5).astype(np.uint8)
+    return image, label
+
+
+def cache_key(cases: list[Case], settings: SliceSettings) -> str:
+    """Hash of the preprocessing settings and the source files (path, size, mtime)."""
+    files = []
+    for case in cases:
+        for path in (case.image, case.label):
+            stat = path.stat()
+            files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    blob = json.dumps([CACHE_VERSION, asdict(settings), files], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_slices(cases: list[Case], settings: SliceSettings, cache_dir: str | Path) -> SliceData:
+    """Preprocess every slice of ``cases``, or read them back from ``cache_dir``.
+
+    The cache entry is written to a temporary folder and renamed into place, so an
+    interrupted run never leaves a half-written entry.
+    """
+    key = cache_key(cases, settings)
+    folder = Path(cache_dir) / "slices" / key
+    if not (folder / "meta.json").is_file():
+        _write_cache(cases, settings, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("images", "masks")}
+    arrays.update({n: np.load(folder / f"{n}.npy") for n in ("case", "z")})
+    return SliceData(case_names=meta["case_names"], key=key, **arrays)
+
+
+def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> None:
+    loader = LoadImage(image_only=True)
+    images, masks, case_ids, zs = [], [], [], []
+    for i, case in enumerate(cases):
+        image, label = loader(case.image), loader(case.label)
+        if image.ndim != 3:
+            raise ConfigError(f"{case.image} has shape {tuple(image.shape)}; expected a 3D volume")
+        if image.shape != label.shape:
+            raise ConfigError(
+                f"label {case.label} has shape {tuple(label.shape)} but its image "
+                f"{case.image} has shape {tuple(image.shape)}; they must match voxel for voxel"
+            )
+        img, msk = preprocess_volume(image, label, settings)
+        images.append(img)
+        masks.append(msk)
+        case_ids.append(np.full(len(img), i, dtype=np.int32))
+        zs.append(np.arange(len(img), dtype=np.int32))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        arrays = {"images": images, "masks": masks, "case": case_ids, "z": zs}
+        for name, parts in arrays.items():
+            np.save(tmp / f"{name}.npy", np.concatenate(parts))
+        meta = {"case_names": [c.name for c in cases], "settings": asdict(settings)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder)
+    except OSError:
+        if (folder / "meta.json").is_file():  # another process wrote the same entry first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise

@@ -1,0 +1,96 @@
+"""Train / validation / test splits and nested training subsets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdcore.errors import ConfigError
+
+SPLIT_MODES = ("patient", "slice")
+
+
+def split_units(
+    num_units: int, seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, np.ndarray]:
+    """Shuffle ``num_units`` (patients or slices) with ``seed`` into train / val / test.
+
+    Each part gets at least one unit; indices within a part are sorted.
+    """
+    n_test = max(1, round(num_units * test_fraction))
+    n_val = max(1, round(num_units * val_fraction))
+    if num_units - n_test - n_val < 1:
+        raise ConfigError(
+            f"{num_units} units cannot be split into train/val/test with val_fraction="
+            f"{val_fraction} and test_fraction={test_fraction}: add data or lower the fractions"
+        )
+    order = np.random.default_rng(seed).permutation(num_units)
+    return {
+        "test": np.sort(order[:n_test]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "train": np.sort(order[n_test + n_val :]),
+    }
+
+
+def nested_subset(units: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The first ceil(fraction * n) units of a seeded shuffle of ``units``.
+
+    The shuffle depends only on ``seed`` and ``units``, so for one seed the subsets are
+    nested: fraction 0.25 lies inside 0.5, which lies inside 1.0.
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"data_fraction must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(units))
+    keep = max(1, math.ceil(fraction * len(units)))
+    return np.sort(np.asarray(units)[order[:keep]])
+
+
+@dataclass
+class Splits:
+    """Slice indices of each part. ``student`` is the data-fraction subset of ``train``.
+
+    In ``patient`` mode no patient appears in two of train / val / test. ``slice`` mode
+    reproduces the thesis's leaky split (the same patient in train and test).
+    """
+
+    mode: str
+    train: np.ndarray
+    student: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def make_splits(
+    slice_case: np.ndarray,
+    mode: str = "patient",
+    seed: int = 42,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    data_fraction: float = 0.5,
+) -> Splits:
+    """Split slices whose volume indices are ``slice_case`` (N,) by patient or by slice.
+
+    The student subset takes ``data_fraction`` of the training patients (or slices).
+    """
+    if mode not in SPLIT_MODES:
+        raise ConfigError(f"unknown split {mode!r}; choose one of {', '.join(SPLIT_MODES)}")
+    if mode == "slice":
+        parts = split_units(len(slice_case), seed, val_fraction, test_fraction)
+        student = nested_subset(parts["train"], data_fraction, seed)
+        return Splits(mode, parts["train"], student, parts["val"], parts["test"])
+    cases = np.unique(slice_case)
+    parts = {k: cases[v] for k, v in split_units(len(cases), seed, val_fraction, test_fraction).items()}
+    student_cases = nested_subset(parts["train"], data_fraction, seed)
+
+    def slices_of(case_ids: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(np.isin(slice_case, case_ids))
+
+    return Splits(
+        mode,
+        slices_of(parts["train"]),
+        slices_of(student_cases),
+        slices_of(parts["val"]),
+        slices_of(parts["test"]),
+    )

@@ -1,0 +1,133 @@
+"""A grid of student trials (variant x seed) run with Ray Tune.
+
+Local Ray by default; an existing cluster when ``ray.address`` (or RAY_ADDRESS) names
+one. Each trial checkpoints every few epochs, and a grid interrupted for any reason
+resumes where it stopped when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from omegaconf import DictConfig, OmegaConf
+from ray import tune
+
+from kdcore.errors import ConfigError
+from kdcore.experiment import TRIAL_COLUMNS, Log, as_dict, run_trial, stable_hash
+
+
+class GridError(RuntimeError):
+    """Some trials of the grid failed; the message says where their logs are."""
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: train a student and report per-epoch progress, then its row."""
+    cfg = OmegaConf.create(config["cfg"])
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / "state.pt", weights_only=True)
+    every, epochs = cfg.ray.checkpoint_every, cfg.student.fit.epochs
+
+    def on_epoch(state, ckpt: dict) -> None:
+        h = state.history[-1]
+        metrics = {"epoch": h["epoch"], "train_loss": h["train_loss"], "val_dice": h["val_dice"]}
+        if every and state.epoch % every == 0 and state.epoch < epochs:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(ckpt, Path(folder) / "state.pt")
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    row = run_trial(
+        cfg, config["variant"], config["seed"], config["teacher_path"], on_epoch, resume
+    )
+    tune.report({**row, "epoch": epochs, "finished": True})
+
+
+def connect(cfg: DictConfig, log: Log = print) -> None:
+    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log(f"ray: connecting to {address}")
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,  # trials share files, not objects
+            configure_logging=False,
+        )
+    have = ray.cluster_resources()
+    log(f"ray: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs")
+    if cfg.ray.gpus_per_trial > have.get("GPU", 0):
+        raise ConfigError(
+            f"ray.gpus_per_trial={cfg.ray.gpus_per_trial} but the Ray cluster has "
+            f"{have.get('GPU', 0):g} GPUs: set ray.gpus_per_trial=0 to train on CPU"
+        )
+    if cfg.ray.cpus_per_trial > have.get("CPU", 0):
+        raise ConfigError(
+            f"ray.cpus_per_trial={cfg.ray.cpus_per_trial} but the Ray cluster has "
+            f"{have.get('CPU', 0):g} CPUs"
+        )
+
+
+def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> list[dict]:
+    """Run one trial per (variant, seed) and return their rows, in grid order.
+
+    The run folder under ``work_dir/ray`` is named by a hash of the config, so running
+    the same command again resumes unfinished and failed trials and keeps finished ones.
+    """
+    cfg_dict = as_dict(cfg)
+    run_key = {k: v for k, v in cfg_dict.items() if k not in ("ray", "results_dir")}
+    name = f"{cfg.ablation_name or 'grid'}-{stable_hash(run_key)}"
+    storage = Path(cfg.work_dir).absolute() / "ray"
+    resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
+    trainable = tune.with_resources(_trainable, resources)
+    connect(cfg, log)
+    path = storage / name
+    if tune.Tuner.can_restore(str(path)):
+        log(f"ray: resuming {path}")
+        tuner = tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, restart_errored=True
+        )
+    else:
+        param_space = {
+            "variant": tune.grid_search(list(cfg.variants)),
+            "seed": tune.grid_search(list(cfg.seeds)),
+            "cfg": cfg_dict,
+            "teacher_path": str(teacher_path) if teacher_path else None,
+        }
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.ray.max_concurrent_trials or None
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                verbose=cfg.ray.verbose,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None or not r.metrics.get("finished")]
+    if failed:
+        raise GridError(
+            f"{len(failed)} of {len(results)} trials failed (first: {failed[0].error}); logs "
+            f"under {path}. Run the same command again to resume the grid."
+        )
+    order = {(v, s): i for i, (v, s) in enumerate(
+        (v, s) for v in cfg.variants for s in cfg.seeds)}
+    rows = [{k: r.metrics[k] for k in TRIAL_COLUMNS} for r in results]
+    return sorted(rows, key=lambda row: order[(row["variant"], row["seed"])])
+

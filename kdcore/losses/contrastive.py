@@ -1,0 +1,47 @@
+"""Multi-scale contrastive distillation: InfoNCE between teacher and student taps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def info_nce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """InfoNCE with in-batch negatives.
+
+    student, teacher: (B, D) per-sample embeddings. Sample i of the student is pulled
+    towards sample i of the teacher and pushed from the teacher's other samples.
+    Cosine similarity (both sides L2-normalised) divided by ``temperature``.
+    """
+    if student.shape[0] < 2:
+        raise ValueError("InfoNCE needs a batch of at least 2 samples (negatives are the others)")
+    s = F.normalize(student, dim=1)
+    t = F.normalize(teacher, dim=1)
+    logits = s @ t.T / temperature  # (B, B): row i compares student i with every teacher sample
+    labels = torch.arange(s.shape[0], device=s.device)
+    return F.cross_entropy(logits, labels)
+
+
+class ContrastiveTapLoss(nn.Module):
+    """InfoNCE between one teacher tap and the matching student tap (Biswas, 2024).
+
+    A 1x1 projection head, trained with the student, maps the teacher's channels to the
+    student's; the teacher map is resized (bilinear) to the student's grid. Each sample's
+    whole map is flattened to one vector, as in the thesis.
+
+    The head and the resize are both linear, so projecting before resizing gives the same
+    result; it is cheaper where the teacher grid is the coarser one (the bottleneck).
+    """
+
+    def __init__(self, teacher_channels: int, student_channels: int, temperature: float = 0.4):
+        super().__init__()
+        self.head = nn.Conv2d(teacher_channels, student_channels, 1)
+        self.temperature = temperature
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """student: (B, C_s, H_s, W_s); teacher: (B, C_t, H_t, W_t) -> scalar loss."""
+        t = self.head(teacher)  # (B, C_s, H_t, W_t)
+        if t.shape[-2:] != student.shape[-2:]:
+            t = F.interpolate(t, size=student.shape[-2:], mode="bilinear", align_corners=False)
+        return info_nce(student.flatten(1), t.flatten(1), self.temperature)

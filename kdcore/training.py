@@ -1,0 +1,196 @@
+"""One training loop for teachers, baseline students and KD students."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdcore.data.slices import SliceData
+from kdcore.errors import ConfigError
+from kdcore.metrics import segmentation_metrics
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass
+class FitSettings:
+    """Optimisation settings, identical for a baseline and its KD runs."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.0
+    schedule: str = "cosine"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+
+
+def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.Optimizer:
+    """The optimizer named in the settings."""
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+    if s.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
+    return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+
+def batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    """Sorted index batches of ``indices`` (shuffled when ``rng`` is given).
+
+    A last batch of a single sample is folded into the previous one: InfoNCE needs
+    at least 2 samples, and baseline and KD runs must see the same batches.
+    """
+    order = rng.permutation(indices) if rng is not None else np.asarray(indices)
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(order)
+        yield np.sort(order[start:end])
+
+
+def to_tensors(
+    data: SliceData, idx: np.ndarray, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Slices ``idx`` -> images (B, 3, H, W) (grey repeated) and masks (B, 1, H, W), float32."""
+    x = torch.from_numpy(np.asarray(data.images[idx], dtype=np.float32))[:, None]
+    y = torch.from_numpy(np.asarray(data.masks[idx], dtype=np.float32))[:, None]
+    return x.to(device).expand(-1, 3, -1, -1), y.to(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters."""
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: SliceData, idx: np.ndarray, batch_size: int = 32) -> Tensor:
+    """Sigmoid probabilities (N, H, W) of a segmentation network on slices ``idx``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for b in batches(idx, batch_size, None):
+        x, _ = to_tensors(data, b, model_device(model))
+        out.append(model(x, with_recon=False)["logits"][:, 0].sigmoid().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: SliceData, idx: np.ndarray) -> dict[str, float]:
+    """Pooled slice metrics and mean 3D Dice of ``model`` on slices ``idx``."""
+    probs = predict(model, data, idx)
+    target = torch.from_numpy(np.asarray(data.masks[idx]))
+    return segmentation_metrics(probs, target, data.case[idx])
+
+
+@dataclass
+class FitState:
+    """Everything needed to resume training after an interruption."""
+
+    epoch: int = 0  # epochs completed
+    best_val: float = -1.0
+    best_epoch: int = -1
+    best_model: dict[str, Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: SliceData,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    settings: FitSettings,
+    seed: int,
+    extra_modules: nn.Module | None = None,
+    on_epoch: Callable[[FitState, dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitState:
+    """Train ``model`` with ``loss_fn(images, masks) -> (loss, parts)``; keep the best on val.
+
+    The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
+    into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
+    with the model. Batch order depends only on (seed, epoch), so a resumed run sees the
+    same batches. ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict
+    (``resume`` takes the same dict back).
+    """
+    device = model_device(model)
+    params = list(model.parameters())
+    if extra_modules is not None:
+        params += list(extra_modules.parameters())
+    optimizer = build_optimizer(params, settings)
+    steps = settings.epochs * sum(1 for _ in batches(train_idx, settings.batch_size, None))
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+        if settings.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
+    state = FitState()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        if extra_modules is not None:
+            extra_modules.load_state_dict(resume["extra"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        state = FitState(**resume["state"])
+    model.train()
+    while state.epoch < settings.epochs:
+        start = time.perf_counter()
+        rng = np.random.default_rng([seed, state.epoch])
+        total, count = 0.0, 0
+        for idx in batches(train_idx, settings.batch_size, rng):
+            x, y = to_tensors(data, idx, device)
+            loss, _ = loss_fn(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        val = evaluate(model, data, val_idx)
+        state.epoch += 1
+        if val["dice"] > state.best_val:
+            state.best_val, state.best_epoch = val["dice"], state.epoch
+            state.best_model = copy.deepcopy(model.state_dict())
+        state.history.append(
+            {"epoch": state.epoch, "train_loss": total / count, "val_dice": val["dice"],
+             "epoch_s": time.perf_counter() - start}
+        )
+        if on_epoch is not None:
+            checkpoint = {
+                "model": model.state_dict(),
+                "extra": extra_modules.state_dict() if extra_modules is not None else {},
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "state": vars(state),
+            }
+            on_epoch(state, checkpoint)
+    model.load_state_dict(state.best_model)
+    return state

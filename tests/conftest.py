@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny MSD-layout folders written by the tests themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Ray (used by the grid tests) must not ask for auth tokens or usage stats in tests.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def write_msd_folder(
+    root: Path, shapes: list[tuple[int, int, int]], label_shapes: list | None = None, seed: int = 0
+) -> Path:
+    """Write a small MSD-layout dataset: HU images with a bright box as the 'spleen'."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    label_shapes = label_shapes or shapes
+    training = []
+    for i, (shape, lshape) in enumerate(zip(shapes, label_shapes, strict=True)):
+        image = rng.normal(40, 10, shape).astype(np.int16)
+        label = np.zeros(lshape, np.uint8)
+        label[2:6, 3:7, 1:3] = 1
+        image[2:6, 3:7, 1:3] += 80
+        affine = np.diag([1.5, 1.5, 5.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{i}.nii.gz")
+        training.append(
+            {"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"}
+        )
+    manifest = {"name": "tiny", "labels": {"0": "background", "1": "spleen"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture
+def tiny_msd(tmp_path: Path) -> Path:
+    """Five 16x16x4 volumes in the MSD layout."""
+    return write_msd_folder(tmp_path / "tiny_msd", [(16, 16, 4)] * 5)
