@@ -29,7 +29,7 @@ from kdcore.experiment import (
 )
 from kdcore.grid import GridError, run_grid
 from kdcore.losses import parse_variant
-from kdcore.report import git_commit, render_report, summarize, write_tables
+from kdcore.report import git_commit, render_report, summarize, summary_markdown, write_tables
 
 
 def log(message: str) -> None:
@@ -44,20 +44,26 @@ def run(cfg: DictConfig) -> list[Path]:
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
     commit = git_commit()
     data, splits = prepare_data(cfg, log)
-    log(f"data: {dataset_label(cfg)}: {len(data)} slices; train {len(splits.train)}, "
-        f"student {len(splits.student)}, val {len(splits.val)}, test {len(splits.test)}")
+    log(
+        f"data: {dataset_label(cfg)}: {len(data)} slices; train {len(splits.train)}, "
+        f"student {len(splits.student)}, val {len(splits.val)}, test {len(splits.test)}"
+    )
     needs_teacher = any(parse_variant(v) for v in cfg.variants)
     teacher = load_or_train_teacher(cfg, data, splits, log) if needs_teacher else None
     log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
     rows = run_grid(cfg, teacher.path if teacher else None, log)
     trials = pd.DataFrame(rows)
     report = render_report(
-        stem, trials, teacher.meta if teacher else None, dataset_label(cfg), command,
-        OmegaConf.to_yaml(cfg, resolve=True), commit,
+        stem,
+        trials,
+        teacher.meta if teacher else None,
+        dataset_label(cfg),
+        command,
+        OmegaConf.to_yaml(cfg, resolve=True),
+        commit,
     )
     paths = write_tables(Path(cfg.results_dir), stem, trials, report)
-    summary = summarize(trials)
-    print(summary.round(4).to_string())
+    print(summary_markdown(summarize(trials)))
     log(f"wrote {', '.join(map(str, paths))} in {time.perf_counter() - start:.0f}s")
     return paths
 

@@ -31,9 +31,25 @@ from kdcore.training import FitSettings, evaluate, fit
 DATASETS = ("phantom", "msd_spleen")
 # One row per trial, in this column order (see run_trial).
 TRIAL_COLUMNS = (
-    "variant", "seed", "teacher", "student", "params", "data_fraction", "split", "dice",
-    "iou", "recall", "precision", "dice_3d", "tp", "fp", "fn", "val_dice", "best_epoch",
-    "objective", "wall_s",
+    "variant",
+    "seed",
+    "teacher",
+    "student",
+    "params",
+    "data_fraction",
+    "split",
+    "dice",
+    "iou",
+    "recall",
+    "precision",
+    "dice_3d",
+    "tp",
+    "fp",
+    "fn",
+    "val_dice",
+    "best_epoch",
+    "objective",
+    "wall_s",
 )
 Log = Callable[[str], None]
 
@@ -99,7 +115,10 @@ def dataset_root(cfg: DictConfig, log: Log = print) -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
         write_phantom_dataset(
-            tmp, params["num_patients"], params["seed"], tuple(params["shape"]),
+            tmp,
+            params["num_patients"],
+            params["seed"],
+            tuple(params["shape"]),
             tuple(params["spacing"]),
         )
         try:
@@ -127,7 +146,11 @@ def prepare_data(cfg: DictConfig, log: Log = print) -> tuple[SliceData, Splits]:
         cases, SliceSettings(tuple(cfg.window), cfg.image_size), Path(cfg.work_dir) / "cache"
     )
     splits = make_splits(
-        data.case, cfg.split, cfg.split_seed, cfg.val_fraction, cfg.test_fraction,
+        data.case,
+        cfg.split,
+        cfg.split_seed,
+        cfg.val_fraction,
+        cfg.test_fraction,
         cfg.data_fraction,
     )
     return data, splits
@@ -162,8 +185,12 @@ class TeacherRecord:
 def teacher_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     """Cache folder of the teacher, keyed by its config, the data and the training split."""
     key = stable_hash(
-        {"teacher": as_dict(cfg.teacher), "data": data.key, "train": splits.train.tolist(),
-         "val": splits.val.tolist()}
+        {
+            "teacher": as_dict(cfg.teacher),
+            "data": data.key,
+            "train": splits.train.tolist(),
+            "val": splits.val.tolist(),
+        }
     )
     return Path(cfg.work_dir).absolute() / "teachers" / key
 
@@ -184,18 +211,28 @@ def load_or_train_teacher(
     model = build_teacher(cfg.teacher.width, cfg.teacher.depth).to(device)
     objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
     settings = FitSettings(**as_dict(cfg.teacher.fit))
-    log(f"teacher: training {teacher_name(cfg)} ({count_parameters(model):,} params) on "
-        f"{len(splits.train)} slices for {settings.epochs} epochs")
+    log(
+        f"teacher: training {teacher_name(cfg)} ({count_parameters(model):,} params) on "
+        f"{len(splits.train)} slices for {settings.epochs} epochs"
+    )
     start = time.perf_counter()
 
     def progress(state, _checkpoint):
         h = state.history[-1]
-        log(f"teacher epoch {h['epoch']}/{settings.epochs}: loss {h['train_loss']:.4f} "
-            f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)")
+        log(
+            f"teacher epoch {h['epoch']}/{settings.epochs}: loss {h['train_loss']:.4f} "
+            f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
+        )
 
     state = fit(
-        model, lambda x, y: objective(model(x), x, y), data, splits.train, splits.val,
-        settings, cfg.teacher.seed, on_epoch=progress,
+        model,
+        lambda x, y: objective(model(x), x, y),
+        data,
+        splits.train,
+        splits.val,
+        settings,
+        cfg.teacher.seed,
+        on_epoch=progress,
     )
     meta = {
         "name": teacher_name(cfg),
@@ -260,9 +297,16 @@ def run_trial(
         return objective(taps, y, teacher_taps)
 
     state = fit(
-        student, loss_fn, data, splits.student, splits.val,
-        FitSettings(**as_dict(cfg.student.fit)), seed, extra_modules=objective,
-        on_epoch=on_epoch, resume=resume,
+        student,
+        loss_fn,
+        data,
+        splits.student,
+        splits.val,
+        FitSettings(**as_dict(cfg.student.fit)),
+        seed,
+        extra_modules=objective,
+        on_epoch=on_epoch,
+        resume=resume,
     )
     test = evaluate(student, data, splits.test)
     return {
@@ -274,7 +318,9 @@ def run_trial(
         "data_fraction": cfg.data_fraction,
         "split": cfg.split,
         **{k: test[k] for k in ("dice", "iou", "recall", "precision", "dice_3d")},
-        "tp": test["tp"], "fp": test["fp"], "fn": test["fn"],
+        "tp": test["tp"],
+        "fp": test["fp"],
+        "fn": test["fn"],
         "val_dice": state.best_val,
         "best_epoch": state.best_epoch,
         "objective": objective.formula(),

@@ -12,22 +12,51 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import ray
-import torch
-from omegaconf import DictConfig, OmegaConf
-from ray import tune
+# A checkpoint every few epochs of short trials is intended, not a bottleneck to warn of.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-from kdcore.errors import ConfigError
-from kdcore.experiment import TRIAL_COLUMNS, Log, as_dict, run_trial, stable_hash
+import ray  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from ray import tune  # noqa: E402
+
+from kdcore.errors import ConfigError  # noqa: E402
+from kdcore.experiment import TRIAL_COLUMNS, Log, as_dict, run_trial, stable_hash  # noqa: E402
+
+
+class ProgressLog(tune.Callback):
+    """One line per trial start and end, instead of Ray's per-trial tables."""
+
+    def __init__(self, total: int, log: Log):
+        self.total, self.log, self.done = total, log, 0
+
+    @staticmethod
+    def _name(trial) -> str:
+        return f"{trial.config['variant']} seed {trial.config['seed']}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.log(f"trial started: {self._name(trial)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        r = trial.last_result
+        self.log(
+            f"trial {self.done}/{self.total} done: {self._name(trial)}: test dice "
+            f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
+            f"{r.get('wall_s', 0):.0f}s)"
+        )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.log(f"trial FAILED: {self._name(trial)} (logs in {trial.local_path})")
 
 
 class GridError(RuntimeError):
     """Some trials of the grid failed; the message says where their logs are."""
 
 
-def _trainable(config: dict[str, Any]) -> None:
+def _trainable(config: dict[str, Any], cfg: dict, teacher_path: str | None) -> None:
     """One Ray Tune trial: train a student and report per-epoch progress, then its row."""
-    cfg = OmegaConf.create(config["cfg"])
+    cfg = OmegaConf.create(cfg)
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -46,9 +75,7 @@ def _trainable(config: dict[str, Any]) -> None:
         else:
             tune.report(metrics)
 
-    row = run_trial(
-        cfg, config["variant"], config["seed"], config["teacher_path"], on_epoch, resume
-    )
+    row = run_trial(cfg, config["variant"], config["seed"], teacher_path, on_epoch, resume)
     tune.report({**row, "epoch": epochs, "finished": True})
 
 
@@ -91,7 +118,14 @@ def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> li
     name = f"{cfg.ablation_name or 'grid'}-{stable_hash(run_key)}"
     storage = Path(cfg.work_dir).absolute() / "ray"
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    trainable = tune.with_resources(_trainable, resources)
+    # the config and teacher go through the object store, so a trial's config is its
+    # (variant, seed) alone
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trainable, cfg=cfg_dict, teacher_path=str(teacher_path) if teacher_path else None
+        ),
+        resources,
+    )
     connect(cfg, log)
     path = storage / name
     if tune.Tuner.can_restore(str(path)):
@@ -103,19 +137,19 @@ def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> li
         param_space = {
             "variant": tune.grid_search(list(cfg.variants)),
             "seed": tune.grid_search(list(cfg.seeds)),
-            "cfg": cfg_dict,
-            "teacher_path": str(teacher_path) if teacher_path else None,
         }
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=cfg.ray.max_concurrent_trials or None
+                max_concurrent_trials=cfg.ray.max_concurrent_trials or None,
+                reuse_actors=True,  # skip a new worker process (and torch import) per trial
             ),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(storage),
                 verbose=cfg.ray.verbose,
+                callbacks=[ProgressLog(len(cfg.variants) * len(cfg.seeds), log)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
@@ -126,8 +160,6 @@ def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> li
             f"{len(failed)} of {len(results)} trials failed (first: {failed[0].error}); logs "
             f"under {path}. Run the same command again to resume the grid."
         )
-    order = {(v, s): i for i, (v, s) in enumerate(
-        (v, s) for v in cfg.variants for s in cfg.seeds)}
+    order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in cfg.variants for s in cfg.seeds)}
     rows = [{k: r.metrics[k] for k in TRIAL_COLUMNS} for r in results]
     return sorted(rows, key=lambda row: order[(row["variant"], row["seed"])])
-

@@ -40,7 +40,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         row.update({m: _fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS})
         if "delta_dice_pts" in r:
             row["Δ dice vs baseline"] = (
-                "—" if variant == "baseline"
+                "—"
+                if variant == "baseline"
                 else f"{r['delta_dice_pts']:+.2f} pts ({r['delta_dice_rel']:+.1f}%)"
             )
         row["wall_s"] = f"{r['wall_s_mean']:.0f}"
@@ -102,8 +103,10 @@ def render_report(
         "",
         "Objective per variant: "
         + "; ".join(
-            f"{v}: `{o}`" for v, o in trials.drop_duplicates("variant")[["variant", "objective"]]
-            .itertuples(index=False)
+            f"{v}: `{o}`"
+            for v, o in trials.drop_duplicates("variant")[["variant", "objective"]].itertuples(
+                index=False
+            )
         ),
         "",
         "## Provenance",

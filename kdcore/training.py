@@ -55,13 +55,13 @@ def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.O
     if s.optimizer == "adam":
         return torch.optim.Adam(params, s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
     if s.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay
-        )
+        return torch.optim.RMSprop(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
 
-def batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+def batches(
+    indices: np.ndarray, batch_size: int, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
     """Sorted index batches of ``indices`` (shuffled when ``rng`` is given).
 
     A last batch of a single sample is folded into the previous one: InfoNCE needs
@@ -180,8 +180,12 @@ def fit(
             state.best_val, state.best_epoch = val["dice"], state.epoch
             state.best_model = copy.deepcopy(model.state_dict())
         state.history.append(
-            {"epoch": state.epoch, "train_loss": total / count, "val_dice": val["dice"],
-             "epoch_s": time.perf_counter() - start}
+            {
+                "epoch": state.epoch,
+                "train_loss": total / count,
+                "val_dice": val["dice"],
+                "epoch_s": time.perf_counter() - start,
+            }
         )
         if on_epoch is not None:
             checkpoint = {

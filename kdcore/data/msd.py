@@ -1,8 +1,8 @@
 """Datasets in the Medical Segmentation Decathlon layout.
 
-    root/dataset.json            {"training": [{"image": "./imagesTr/x.nii.gz", "label": ...}]}
-    root/imagesTr/*.nii.gz
-    root/labelsTr/*.nii.gz
+root/dataset.json            {"training": [{"image": "./imagesTr/x.nii.gz", "label": ...}]}
+root/imagesTr/*.nii.gz
+root/labelsTr/*.nii.gz
 """
 
 from __future__ import annotations

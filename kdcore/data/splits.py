@@ -81,7 +81,9 @@ def make_splits(
         student = nested_subset(parts["train"], data_fraction, seed)
         return Splits(mode, parts["train"], student, parts["val"], parts["test"])
     cases = np.unique(slice_case)
-    parts = {k: cases[v] for k, v in split_units(len(cases), seed, val_fraction, test_fraction).items()}
+    parts = {
+        k: cases[v] for k, v in split_units(len(cases), seed, val_fraction, test_fraction).items()
+    }
     student_cases = nested_subset(parts["train"], data_fraction, seed)
 
     def slices_of(case_ids: np.ndarray) -> np.ndarray:

@@ -16,7 +16,9 @@ def bernoulli_kl_with_logits(student: Tensor, teacher: Tensor, temperature: floa
     s = student / temperature
     p_t = t.sigmoid()
     # log p and log(1 - p) through logsigmoid, stable for large logits
-    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_t) * (
+        F.logsigmoid(-t) - F.logsigmoid(-s)
+    )
     return kl.mean() * temperature**2
 
 

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import torch
+
+from kdcore.metrics import pooled_counts, scores_from_counts, segmentation_metrics, volume_dice
+
+
+def test_pooled_counts_and_scores_by_hand():
+    pred = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]]])
+    target = torch.tensor([[[1, 0], [0, 0]], [[1, 0], [1, 0]]])
+    assert pooled_counts(pred, target) == (2, 1, 1)
+    s = scores_from_counts(2, 1, 1)
+    assert s == {"iou": 0.5, "dice": pytest.approx(2 / 3), "recall": 2 / 3, "precision": 2 / 3}
+
+
+def test_empty_prediction_and_target_count_as_perfect():
+    assert scores_from_counts(0, 0, 0)["dice"] == 1.0
+
+
+def test_volume_dice_averages_over_volumes():
+    target = torch.zeros(4, 2, 2, dtype=torch.bool)
+    target[0, 0, 0] = target[2, 0, 0] = True
+    pred = target.clone()
+    pred[3, 1, 1] = True  # volume 1: one TP, one FP -> 2/3
+    assert volume_dice(pred, target, np.array([0, 0, 1, 1])) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_segmentation_metrics_thresholds_probabilities():
+    probs = torch.tensor([[[0.9, 0.4]]])
+    target = torch.tensor([[[1, 1]]])
+    m = segmentation_metrics(probs, target, np.array([0]))
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 0, 1) and m["recall"] == 0.5
