@@ -126,7 +126,8 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("args, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_input_gives_one_clear_error(args, message, tmp_path):
     results = tmp_path / "results"
-    proc = run_cli(*args, "profile=smoke", f"results_dir={results}", f"work_dir={tmp_path / 'w'}")
+    profile = [] if any(a.startswith("profile=") for a in args) else ["profile=smoke"]
+    proc = run_cli(*args, *profile, f"results_dir={results}", f"work_dir={tmp_path / 'w'}")
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -30,21 +30,21 @@ import numpy as np
 
 DEFAULT_SHAPE = (128, 128, 40)
 DEFAULT_SPACING = (2.8, 2.8, 5.0)
-DEFAULT_FOV_MM = tuple(n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING))
+DEFAULT_FOV_MM = tuple(n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING, strict=True))
 
 _DEG = np.pi / 180.0
 _HU_MIN, _HU_MAX = -1024, 3071
 
-# Tissue classes painted into the label map; only SPLEEN is exported.
-AIR, FAT, MUSCLE, SKIN, BONE, LIVER, SPLEEN, KIDNEY = range(8)
-STOMACH, BOWEL, PANCREAS, VESSEL, LUNG, FLUID, HEART, TABLE, GAS = range(8, 17)
+# Tissue classes painted into the label map; only _SPLEEN is exported.
+_AIR, _FAT, _MUSCLE, _SKIN, _BONE, _LIVER, _SPLEEN, _KIDNEY = range(8)
+_STOMACH, _BOWEL, _PANCREAS, _VESSEL, _LUNG, _FLUID, _HEART, _TABLE, _GAS = range(8, 17)
 
 
 def spacing_for_shape(
     shape: tuple[int, int, int], fov_mm: tuple[float, float, float] = DEFAULT_FOV_MM
 ) -> tuple[float, float, float]:
     """Voxel spacing (mm) that makes a volume of ``shape`` cover ``fov_mm`` (default FOV)."""
-    return tuple(float(f) / int(n) for f, n in zip(fov_mm, shape))
+    return tuple(float(f) / int(n) for f, n in zip(fov_mm, shape, strict=True))
 
 
 # --------------------------------------------------------------------------------------
@@ -99,7 +99,8 @@ class _Body:
         return np.maximum(self.fat0 * ang * (1.0 - 0.15 * zt), 2.0)
 
     def muscle(self, th, z):
-        """Muscle layer thickness (mm): obliques, rectus with linea alba, paraspinal mass."""
+        """Muscle layer thickness (mm): obliques, rectus with linea alba, and thicker
+        posteriorly (quadratus lumborum, latissimus)."""
         zt = np.asarray(z, np.float32) / 100.0
         s = np.sin(th)
         m = self.muscle_lat + (self.muscle_ant - self.muscle_lat) * np.maximum(s, 0) ** 2
@@ -131,7 +132,7 @@ class _Canvas:
         self.shape = tuple(int(n) for n in shape)
         self.axes = [
             ((np.arange(n) - (n - 1) / 2.0) * s - o).astype(np.float32)
-            for n, s, o in zip(self.shape, spacing, offset)
+            for n, s, o in zip(self.shape, spacing, offset, strict=True)
         ]
         self.hu = np.full(self.shape, -1000.0, np.float32)
         self.tissue = np.zeros(self.shape, np.uint8)
@@ -144,7 +145,7 @@ class _Canvas:
     def box(self, lo, hi):
         """Index slices of the voxels whose centres lie in the mm box [lo, hi], or None."""
         sl = []
-        for ax, a, b in zip(self.axes, lo, hi):
+        for ax, a, b in zip(self.axes, lo, hi, strict=True):
             i0, i1 = np.searchsorted(ax, a, "left"), np.searchsorted(ax, b, "right")
             if i0 >= i1:
                 return None
@@ -153,7 +154,7 @@ class _Canvas:
 
     def coords(self, sl):
         """Broadcastable (X, Y, Z) mm coordinates of a box."""
-        x, y, z = (ax[s] for ax, s in zip(self.axes, sl))
+        x, y, z = (ax[s] for ax, s in zip(self.axes, sl, strict=True))
         return x[:, None, None], y[None, :, None], z[None, None, :]
 
     def paint(self, sl, mask, value, tissue, tex=0.0, keep=()):
@@ -261,7 +262,9 @@ def _tube(cv: _Canvas, pts, radii) -> _Tube | None:
         ey = dy - t * d1
         dist = np.sqrt((dx - t * d0) ** 2 + ey * ey + (dz - t * d2) ** 2)
         val = dist - (ra + t * (rb - ra))
-        loc = tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(sl, outer))
+        loc = tuple(
+            slice(s.start - o.start, s.stop - o.start) for s, o in zip(sl, outer, strict=True)
+        )
         cur = sdf[loc]
         better = val < cur
         cur[better] = val[better]
@@ -362,12 +365,13 @@ def _make_body(rng) -> _Body:
     """Body contour and wall thicknesses; habitus (thin .. obese) drives size and fat."""
     habitus = rng.uniform(0, 1)
     fourier = [
-        (k, rng.uniform(0, 0.025), rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))
-        for k in (2, 3, 5)
+        (k, rng.uniform(0, amp), rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))
+        for k, amp in ((2, 0.025), (3, 0.012), (5, 0.01))
     ]
-    b_ant = rng.uniform(92, 110) + 22 * habitus
+    half_width = rng.uniform(128, 145) + 25 * habitus
+    b_ant = half_width * rng.uniform(0.65, 0.8)
     return _Body(
-        half_width=rng.uniform(128, 145) + 25 * habitus,
+        half_width=half_width,
         half_ap_ant=b_ant,
         half_ap_post=b_ant * rng.uniform(0.78, 0.92),
         width_z=(rng.uniform(-0.08, 0.04), rng.uniform(0.0, 0.08)),
@@ -427,7 +431,7 @@ def _make_plan(rng) -> _Plan:
 
     # Spleen: a band hugging the postero-lateral wall of the left upper quadrant.
     size = rng.choice(3, p=[0.1, 0.8, 0.1])  # small, normal, enlarged
-    length = rng.uniform(*[(50, 80), (80, 135), (135, 170)][size])
+    length = rng.uniform(*[(60, 90), (90, 140), (140, 165)][size])
     top = dome_l - rng.uniform(0, 15)
     spleen = {
         "length": length,
@@ -472,25 +476,28 @@ def _make_plan(rng) -> _Plan:
         "left_thick": rng.uniform(45, 80),
         "hinge": rng.uniform(-0.05, 0.15) * body.half_ap_ant,
         "hinge_tilt": rng.uniform(-0.3, 0.4),
-        "bulge": (rng.uniform(8, 30), rng.uniform(-0.4, 0.2) * body.half_ap_post,
-                  rng.uniform(45, 90)),
+        "bulge": (
+            rng.uniform(10, 30),
+            rng.uniform(-0.4, 0.2) * body.half_ap_post,
+            rng.uniform(35, 60),
+        ),
         "gap": rng.uniform(0.5, 3),
-        "wobble": rng.uniform(3, 10),
+        "wobble": rng.uniform(5, 12),
         "phase": rng.uniform(0, 2 * np.pi, 3),
     }
     return _Plan(
-        body,
-        hu,
-        z_shift,
-        dome_r,
-        dome_l,
-        rng.uniform(70, 110),
-        vert,
-        aorta,
-        ivc,
-        spleen,
-        kidneys,
-        liver,
+        body=body,
+        hu=hu,
+        z_shift=z_shift,
+        dome_r=dome_r,
+        dome_l=dome_l,
+        dome_curv=rng.uniform(70, 110),
+        vert=vert,
+        aorta=aorta,
+        ivc=ivc,
+        spleen=spleen,
+        kidneys=kidneys,
+        liver=liver,
     )
 
 
@@ -511,8 +518,8 @@ def _draw_body_wall(cv: _Canvas, plan: _Plan) -> None:
     cv.cav = depth - fat - muscle
     inside = depth > 0
     layers = [
-        (inside, hu["fat"], FAT),
-        (inside & (depth >= fat) & (cv.cav < 0), hu["muscle"], MUSCLE),
+        (inside, hu["fat"], _FAT),
+        (inside & (depth >= fat) & (cv.cav < 0), hu["muscle"], _MUSCLE),
         # thin fat planes between the oblique muscles of the lateral wall
         (
             inside
@@ -520,9 +527,9 @@ def _draw_body_wall(cv: _Canvas, plan: _Plan) -> None:
             & (muscle < 25)
             & (np.abs(np.cos(th)) > 0.7),
             hu["fat"],
-            FAT,
+            _FAT,
         ),
-        (inside & (depth < 2.0), hu["skin"], SKIN),
+        (inside & (depth < 2.0), hu["skin"], _SKIN),
     ]
     for mask, value, tissue in layers:
         cv.hu[mask] = value
@@ -549,6 +556,8 @@ def _random_walk(rng, plan: _Plan, n: int, step: float, r: float, z_top: float):
         )
         if _bowel_region(plan, p, r, z_top):
             break
+    else:
+        return np.zeros((0, 3))
     pts, d = [p], rng.normal(size=3)
     for _ in range(n):
         for _ in range(12):
@@ -564,16 +573,21 @@ def _random_walk(rng, plan: _Plan, n: int, step: float, r: float, z_top: float):
     return np.array(pts)
 
 
-def _paint_lumen(cv, tube, mask, wall_t, content, gas_frac, r, tissue, wall_hu, mucosa=None):
-    """Wall, content and gas of a hollow viscus; gas rises anteriorly (patient supine)."""
+def _paint_viscus(cv, tube, mask, wall_t, wall_hu, content, gas, tissue, mucosa=None):
+    """Wall (with an enhancing inner mucosa if given), content, and gas where ``gas``."""
     sl = tube.sl
     cv.paint(sl, mask, wall_hu, tissue)
     lumen = mask & (tube.sdf < -wall_t)
     if mucosa is not None:
         cv.paint(sl, mask & (tube.sdf < -wall_t + 2.5) & ~lumen, mucosa, tissue)
-    cv.paint(sl, lumen, content, FLUID)
-    gas = lumen & (tube.dy > r * (1.0 - 2.0 * gas_frac))
-    cv.paint(sl, gas, -1000.0, GAS)
+    cv.paint(sl, lumen, content, _FLUID)
+    cv.paint(sl, lumen & gas, -1000.0, _GAS)
+
+
+def _gas_above_level(tube: _Tube, r: float, fraction) -> np.ndarray:
+    """Gas filling ``fraction`` of a loop of radius ``r`` from its anterior side: air-fluid
+    levels are horizontal (coronal) planes because the patient lies supine."""
+    return tube.dy > r * (1.0 - 2.0 * fraction)
 
 
 def _draw_bowel(cv: _Canvas, plan: _Plan, rng) -> None:
@@ -585,6 +599,8 @@ def _draw_bowel(cv: _Canvas, plan: _Plan, rng) -> None:
         r = rng.uniform(8, 14)
         pts = _random_walk(rng, plan, int(rng.integers(12, 30)), rng.uniform(16, 22), r, z_top)
         kind = rng.choice(["fluid", "collapsed", "gas", "contrast"], p=[0.45, 0.25, 0.15, 0.15])
+        if len(pts) < 3:
+            continue
         if kind == "contrast" and hu["oral_contrast"] is None:
             kind = "fluid"
         content = {
@@ -601,7 +617,8 @@ def _draw_bowel(cv: _Canvas, plan: _Plan, rng) -> None:
             continue
         gas_frac = np.clip(g0 + 0.45 * np.sin(2 * np.pi * tube.arc / lam + ph), 0, 0.9)
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1)
-        _paint_lumen(cv, tube, mask, wall_t, content, gas_frac, r, BOWEL, hu["bowel_wall"])
+        gas = _gas_above_level(tube, r, gas_frac)
+        _paint_viscus(cv, tube, mask, wall_t, hu["bowel_wall"], content, gas, _BOWEL)
 
     # Colon framing the abdomen: ascending, hepatic flexure, transverse, splenic flexure
     # (just below the spleen), descending.
@@ -626,14 +643,14 @@ def _draw_bowel(cv: _Canvas, plan: _Plan, rng) -> None:
     tex_params = rng.integers(0, 2**31)
     tube = _tube(cv, _spline(ctrl, 6), rc)
     if tube is not None:
-        ax = [a[s] for a, s in zip(cv.axes, tube.sl)]
+        ax = [a[s] for a, s in zip(cv.axes, tube.sl, strict=True)]
         mottle = _smooth_field(np.random.default_rng(tex_params), ax, 10.0)
-        sdf = tube.sdf - 0.12 * rc * np.cos(2 * np.pi * tube.arc / haustra)
-        tube.sdf = sdf
-        mask = (sdf < 0) & (cv.cav[tube.sl] > 1)
-        content = np.where(mottle > 1.3, -900.0, stool + 60.0 * mottle)
+        tube.sdf = tube.sdf - 0.12 * rc * np.cos(2 * np.pi * tube.arc / haustra)
+        mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1)
+        content = np.where(mottle > 1.3, -900.0, stool + 60.0 * mottle)  # gas bubbles in stool
         gas_frac = np.clip(g0 + 0.5 * np.sin(2 * np.pi * tube.arc / lam + ph), 0, 0.95)
-        _paint_lumen(cv, tube, mask, 2.0, content, gas_frac, rc, BOWEL, hu["bowel_wall"])
+        gas = _gas_above_level(tube, rc, gas_frac)
+        _paint_viscus(cv, tube, mask, 2.0, hu["bowel_wall"], content, gas, _BOWEL)
 
     # Mesenteric vessels: short bright tubes in the fat between loops.
     for _ in range(14):
@@ -648,8 +665,8 @@ def _draw_bowel(cv: _Canvas, plan: _Plan, rng) -> None:
         r = rng.uniform(1.5, 2.8)
         tube = _tube(cv, [p, q], r)
         if tube is not None:
-            mask = (tube.sdf < 0) & (cv.tissue[tube.sl] == FAT) & (cv.cav[tube.sl] > 0)
-            cv.paint(tube.sl, mask, hu["portal"], VESSEL)
+            mask = (tube.sdf < 0) & (cv.tissue[tube.sl] == _FAT) & (cv.cav[tube.sl] > 0)
+            cv.paint(tube.sl, mask, hu["portal"], _VESSEL)
 
 
 def _draw_liver(cv: _Canvas, plan: _Plan, rng) -> None:
@@ -671,7 +688,10 @@ def _draw_liver(cv: _Canvas, plan: _Plan, rng) -> None:
         # Medial border: convex towards the midline, gently undulating.
         bulge, y_bulge, span = lv["bulge"]
         x_right = x_right + bulge * np.maximum(1 - ((Y - y_bulge) / span) ** 2, -0.6)
-        wobble = lv["wobble"] * np.sin(Y / 35 + lv["phase"][0]) * np.cos(Z / 45 + lv["phase"][1])
+        wobble = lv["wobble"] * (
+            np.sin(Y / 35 + lv["phase"][0]) * np.cos(Z / 45 + lv["phase"][1])
+            + 0.4 * np.sin(Y / 13 + Z / 30 + lv["phase"][2])
+        )
         right = X < x_right + wobble
         # The left lobe is a wedge under the anterior wall that thins towards its tip.
         z_top = plan.dome_r - 10
@@ -681,11 +701,14 @@ def _draw_liver(cv: _Canvas, plan: _Plan, rng) -> None:
             * np.clip((Z - lv["left_bottom"]) / max(z_top - lv["left_bottom"], 1.0), 0, 1) ** 0.6
         )
         frac = np.clip((X - lv["x_post"]) / np.maximum(reach - lv["x_post"], 1.0), 0, 1)
-        hinge = lv["hinge"] + lv["hinge_tilt"] * (X - lv["x_post"]) + 6 * np.sin(
-            X / 22 + lv["phase"][2])
+        hinge = (
+            lv["hinge"]
+            + lv["hinge_tilt"] * (X - lv["x_post"])
+            + 6 * np.sin(X / 22 + lv["phase"][2])
+        )
         left = (X < reach) & (Y > hinge) & (cav < lv["left_thick"] * (1 - frac) ** 0.7 + 5)
         mask = (cav > lv["gap"]) & (Z < dome - 2) & (right | left)
-        cv.paint(sl, mask, hu["liver"], LIVER, tex=4.0)
+        cv.paint(sl, mask, hu["liver"], _LIVER, tex=4.0)
 
     # Gallbladder: a pear-shaped sac at the liver's inferior surface.
     if rng.random() < 0.8:
@@ -705,8 +728,8 @@ def _draw_liver(cv: _Canvas, plan: _Plan, rng) -> None:
         bile = rng.uniform(0, 20)
         if tube is not None:
             mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 2)
-            cv.paint(tube.sl, mask, hu["mucosa"], FLUID)
-            cv.paint(tube.sl, mask & (tube.sdf < -2), bile, FLUID)
+            cv.paint(tube.sl, mask, hu["mucosa"], _FLUID)
+            cv.paint(tube.sl, mask & (tube.sdf < -2), bile, _FLUID)
 
     # Portal vein branches from the hilum; hepatic veins converge on the IVC under the dome.
     hilum = np.array([-rng.uniform(35, 55), rng.uniform(-5, 25), lv["mid_z"] + rng.uniform(15, 30)])
@@ -731,8 +754,8 @@ def _draw_liver(cv: _Canvas, plan: _Plan, rng) -> None:
         mid = (start + end) / 2 + rng.normal(size=3) * 6
         tube = _tube(cv, _spline([start, mid, end], 4), np.linspace(r0, r1, 9))
         if tube is not None:
-            mask = (tube.sdf < 0) & (cv.tissue[tube.sl] == LIVER)
-            cv.paint(tube.sl, mask, hu["portal"], VESSEL)
+            mask = (tube.sdf < 0) & (cv.tissue[tube.sl] == _LIVER)
+            cv.paint(tube.sl, mask, hu["portal"], _VESSEL)
 
 
 def _draw_stomach(cv: _Canvas, plan: _Plan, rng) -> None:
@@ -765,24 +788,14 @@ def _draw_stomach(cv: _Canvas, plan: _Plan, rng) -> None:
         dome = plan.dome(X[..., 0], Y[..., 0])[..., None]
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1) & (Z < dome - 3)
         if food:
-            ax = [a[s] for a, s in zip(cv.axes, tube.sl)]
+            ax = [a[s] for a, s in zip(cv.axes, tube.sl, strict=True)]
             content = content + 15 * _smooth_field(np.random.default_rng(tex_seed), ax, 8.0)
         # One horizontal (coronal) air-fluid level for the whole stomach.
         y_top = float(np.max(path[:, 1] + rad))
         y_bottom = float(np.min(path[:, 1] - rad))
-        level = y_top - gas_frac * (y_top - y_bottom)
-        tube.dy = np.broadcast_to(Y - level, tube.sdf.shape)
-        _paint_lumen(
-            cv,
-            tube,
-            mask,
-            wall_t,
-            content,
-            0.5,
-            0.0,
-            STOMACH,
-            hu["stomach_wall"],
-            mucosa=hu["mucosa"],
+        gas = Y > y_top - gas_frac * (y_top - y_bottom)
+        _paint_viscus(
+            cv, tube, mask, wall_t, hu["stomach_wall"], content, gas, _STOMACH, hu["mucosa"]
         )
 
     # Duodenum around the pancreatic head.
@@ -800,7 +813,8 @@ def _draw_stomach(cv: _Canvas, plan: _Plan, rng) -> None:
     tube = _tube(cv, _spline(ctrl, 5), rd)
     if tube is not None:
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1)
-        _paint_lumen(cv, tube, mask, 2.5, hu["fluid"], gas_frac, rd, BOWEL, hu["bowel_wall"])
+        gas = _gas_above_level(tube, rd, gas_frac)
+        _paint_viscus(cv, tube, mask, 2.5, hu["bowel_wall"], hu["fluid"], gas, _BOWEL)
 
 
 def _plan_pancreas(plan: _Plan, rng) -> None:
@@ -826,7 +840,7 @@ def _plan_pancreas(plan: _Plan, rng) -> None:
 
 def _draw_pancreas_and_vessels(cv: _Canvas, plan: _Plan, rng) -> None:
     """Pancreas, then the great vessels, portal venous system and splenic vessels."""
-    hu, v, body = plan.hu, plan.vert, plan.body
+    hu, v = plan.hu, plan.vert
     path = plan.extra["pancreas"]
     r = np.interp(np.linspace(0, 3, len(path)), np.arange(4), plan.extra["pancreas_r"])
     amp, ph = plan.extra["pancreas_lobes"]
@@ -834,24 +848,24 @@ def _draw_pancreas_and_vessels(cv: _Canvas, plan: _Plan, rng) -> None:
     if tube is not None:
         lobulated = tube.sdf + amp * np.sin(tube.arc / 7.0 + ph)
         cv.paint(
-            tube.sl, (lobulated < 0) & (cv.cav[tube.sl] > 1), hu["pancreas"], PANCREAS, tex=3.0
+            tube.sl, (lobulated < 0) & (cv.cav[tube.sl] > 1), hu["pancreas"], _PANCREAS, tex=3.0
         )
 
     # Aorta and IVC run the full length; the IVC joins the right atrium above the dome.
     ax_, ay, r_ao = plan.aorta
     tube = _tube(cv, [(ax_ + 4, ay + 3, -250), (ax_, ay, 0), (ax_ - 2, ay - 6, 250)], r_ao)
+    calcified = rng.random() < 0.3
     if tube is not None:
-        cv.paint(tube.sl, tube.sdf < 0, hu["aorta"], VESSEL)
-        calcified = rng.random() < 0.3
+        cv.paint(tube.sl, tube.sdf < 0, hu["aorta"], _VESSEL)
         if calcified:
             X, Y, Z = cv.coords(tube.sl)
             spots = (tube.sdf > -1.5) & (np.sin(Z / 9.0 + np.arctan2(Y - ay, X - ax_) * 3) > 0.9)
-            cv.paint(tube.sl, (tube.sdf < 0) & spots, hu["bone"], VESSEL)
+            cv.paint(tube.sl, (tube.sdf < 0) & spots, hu["bone"], _VESSEL)
     ix, iy, ia, ib = plan.ivc
     sl = cv.box((ix - ia, iy - ib, -250), (ix + ia, iy + ib, plan.dome_r + 10))
     if sl is not None:
         X, Y, Z = cv.coords(sl)
-        cv.paint(sl, ((X - ix) / ia) ** 2 + ((Y - iy) / ib) ** 2 < 1, hu["ivc"], VESSEL)
+        cv.paint(sl, ((X - ix) / ia) ** 2 + ((Y - iy) / ib) ** 2 < 1, hu["ivc"], _VESSEL)
 
     # Portal vein from the confluence behind the pancreatic neck to the liver hilum,
     # SMV and SMA running down into the mesentery, splenic vein and artery to the spleen.
@@ -885,7 +899,7 @@ def _draw_pancreas_and_vessels(cv: _Canvas, plan: _Plan, rng) -> None:
         tube = _tube(cv, pts, rv)
         if tube is not None:
             mask = (tube.sdf < 0) & (cv.cav[tube.sl] > -2)
-            cv.paint(tube.sl, mask, hu[kind], VESSEL, keep=(BONE,))
+            cv.paint(tube.sl, mask, hu[kind], _VESSEL, keep=(_BONE,))
 
     # Psoas muscles beside the lumbar spine, growing caudally; crura around the aorta.
     z_top = rng.uniform(-10, 20)
@@ -902,7 +916,7 @@ def _draw_pancreas_and_vessels(cv: _Canvas, plan: _Plan, rng) -> None:
             mask = ((X - cx) / np.maximum(rz, 1e-3)) ** 2 + (
                 (Y - v["y"] - 0.1 * rz) / np.maximum(0.85 * rz, 1e-3)
             ) ** 2 < 1
-            cv.paint(sl, mask, hu["muscle"], MUSCLE, keep=(BONE, VESSEL))
+            cv.paint(sl, mask, hu["muscle"], _MUSCLE, keep=(_BONE, _VESSEL))
     for side in (-1, 1):
         pts = [
             (side * (v["a"] - 4), v["y"] - 2, -20),
@@ -911,8 +925,7 @@ def _draw_pancreas_and_vessels(cv: _Canvas, plan: _Plan, rng) -> None:
         ]
         tube = _tube(cv, pts, rng.uniform(3, 5))
         if tube is not None:
-            cv.paint(tube.sl, tube.sdf < 0, hu["muscle"], MUSCLE, keep=(BONE, VESSEL))
-    _ = body
+            cv.paint(tube.sl, tube.sdf < 0, hu["muscle"], _MUSCLE, keep=(_BONE, _VESSEL))
 
 
 def _draw_spleen(cv: _Canvas, plan: _Plan) -> None:
@@ -943,9 +956,10 @@ def _draw_spleen(cv: _Canvas, plan: _Plan) -> None:
     # posterior space medial to its lateral border is left to the kidney and its fat.
     kid = next(k for k in plan.kidneys if k["side"] > 0)
     kx, ky, rx, ry = _kidney_section(kid, Z)
-    behind = (rx > 0) & (X < kx + rx + kid["halo"] + 2) & (Y < ky + 0.3 * ry)
+    rx, ry = rx + kid["halo"] + 4, ry + kid["halo"] + 4
+    behind = (rx > kid["halo"] + 4) & (((X - kx) / rx) ** 2 + ((Y - ky + ry) / (2 * ry)) ** 2 < 1)
     behind |= X < plan.vert["a"] + 25  # nor in the paravertebral gutter
-    cv.paint(sl, mask & ~behind, plan.hu["spleen"], SPLEEN, tex=3.0)
+    cv.paint(sl, mask & ~behind, plan.hu["spleen"], _SPLEEN, tex=3.0)
 
 
 def _kidney_section(k: dict, z):
@@ -988,11 +1002,13 @@ def _draw_kidneys(cv: _Canvas, plan: _Plan, rng) -> None:
             halo = (
                 (u / (a + k["halo"])) ** 2 + (v / (b + k["halo"])) ** 2 + (w / (c + k["halo"])) ** 2
             )
-            cv.paint(sl, inside & (halo < 1), hu["fat"], FAT, keep=(BONE, VESSEL, MUSCLE, SPLEEN))
+            cv.paint(
+                sl, inside & (halo < 1), hu["fat"], _FAT, keep=(_BONE, _VESSEL, _MUSCLE, _SPLEEN)
+            )
             un, vn, wn = u / a, v / b, w / c
             q = np.sqrt(un**2 + vn**2 + wn**2)
             kidney = inside & (q < 1) & ~((vn > 0.55) & (np.abs(un) < 0.4) & (np.abs(wn) < 0.45))
-            cv.paint(sl, kidney, hu["cortex"], KIDNEY, keep=(BONE, VESSEL))
+            cv.paint(sl, kidney, hu["cortex"], _KIDNEY, keep=(_BONE, _VESSEL))
             ang = np.arctan2(vn, un)
             medulla = (
                 kidney
@@ -1000,11 +1016,11 @@ def _draw_kidneys(cv: _Canvas, plan: _Plan, rng) -> None:
                 & (q < 1 - cortex_t / b)
                 & (np.cos(pyramids * ang + 2.5 * wn + ph) > -0.2)
             )
-            cv.paint(sl, medulla, hu["medulla"], KIDNEY)
-            sinus = kidney & (vn > 0.1) & (q < 0.72) & (np.abs(wn) < 0.6)
-            cv.paint(sl, sinus, hu["fat"], FAT)
+            cv.paint(sl, medulla, hu["medulla"], _KIDNEY)
+            sinus = kidney & (vn > 0.15) & (q < 0.65) & (np.abs(wn) < 0.45)
+            cv.paint(sl, sinus, hu["fat"], _FAT)
             pelvis = sinus & (vn > 0.25) & (q < 0.55) & (np.abs(wn) < 0.35)
-            cv.paint(sl, pelvis, hu["fluid"], FLUID)
+            cv.paint(sl, pelvis, hu["fluid"], _FLUID)
         # Renal vein: the left one crosses in front of the aorta.
         hil = np.array([cx + vx * b, cy + vy * b, cz])
         ix, iy = plan.ivc[:2]
@@ -1019,8 +1035,8 @@ def _draw_kidneys(cv: _Canvas, plan: _Plan, rng) -> None:
                 tube.sl,
                 (tube.sdf < 0) & (cv.cav[tube.sl] > -1),
                 hu["portal"],
-                VESSEL,
-                keep=(BONE, KIDNEY),
+                _VESSEL,
+                keep=(_BONE, _KIDNEY),
             )
 
 
@@ -1044,20 +1060,20 @@ def _draw_thorax(cv: _Canvas, plan: _Plan, rng) -> None:
     dome = plan.dome(X[..., 0], Y[..., 0])[..., None]
     cav = cv.cav[sl]
     above = (cav > 0) & (Z > dome)
-    cv.paint(sl, above, hu["muscle"], MUSCLE, keep=(BONE,))
+    cv.paint(sl, above, hu["muscle"], _MUSCLE, keep=(_BONE,))
     chest = above & (Z > dome + t_d)
     mediastinum = (np.abs(X - ax_) < 20 + 0.3 * np.maximum(Y - v["y"], 0)) & (Y > v["y"] - v["b"])
     lung = chest & (cav > 2) & ~mediastinum
-    cv.paint(sl, chest & ~lung, hu["fat"], FAT, keep=(BONE, VESSEL))
-    cv.paint(sl, lung, hu["lung"], LUNG)
+    cv.paint(sl, chest & ~lung, hu["fat"], _FAT, keep=(_BONE, _VESSEL))
+    cv.paint(sl, lung, hu["lung"], _LUNG)
     # Heart: pericardial fat, myocardium and blood pool resting on the central tendon.
     q = np.sqrt(
         ((X - hc[0]) / semi[0]) ** 2 + ((Y - hc[1]) / semi[1]) ** 2 + ((Z - hc[2]) / semi[2]) ** 2
     )
-    keep = (BONE, VESSEL)
-    cv.paint(sl, chest & (q < 1 + 6 / semi.min()), hu["fat"], FAT, keep=keep)
-    cv.paint(sl, chest & (q < 1), hu["myocardium"], HEART, keep=keep)
-    cv.paint(sl, chest & (q < 1 - 10 / semi.min()), hu["aorta"], HEART, keep=keep)
+    keep = (_BONE, _VESSEL)
+    cv.paint(sl, chest & (q < 1 + 6 / semi.min()), hu["fat"], _FAT, keep=keep)
+    cv.paint(sl, chest & (q < 1), hu["myocardium"], _HEART, keep=keep)
+    cv.paint(sl, chest & (q < 1 - 10 / semi.min()), hu["aorta"], _HEART, keep=keep)
 
 
 def _draw_spine(cv: _Canvas, plan: _Plan) -> None:
@@ -1073,15 +1089,15 @@ def _draw_spine(cv: _Canvas, plan: _Plan) -> None:
     X, Y, Z = cv.coords(sl)
     for side in (-1, 1):
         erector = ((X - side * (ex + 3)) / ex) ** 2 + ((Y - v["back"] - ey + 6) / ey) ** 2 < 1
-        cv.paint(sl, erector & (cv.tissue[sl] != AIR), hu["muscle"], MUSCLE)
+        cv.paint(sl, erector & (cv.tissue[sl] != _AIR), hu["muscle"], _MUSCLE)
     dz = np.abs((Z - v["phase"] + v["period"] / 2) % v["period"] - v["period"] / 2)
     disc = dz < v["disc"] / 2
     mid = dz > v["period"] * 0.3  # middle of a vertebra: pedicles, transverse processes
     qb = (X / v["a"]) ** 2 + ((Y - v["y"]) / v["b"]) ** 2
-    cv.paint(sl, qb < 1, hu["bone"], BONE)
+    cv.paint(sl, qb < 1, hu["bone"], _BONE)
     cancellous = (qb < (1 - 3 / v["b"]) ** 2) & (dz > v["disc"] / 2 + 2)
-    cv.paint(sl, cancellous, hu["cancellous"], BONE, tex=25.0)
-    cv.paint(sl, (qb < 1.03) & disc, hu["muscle"] + 35, SKIN)
+    cv.paint(sl, cancellous, hu["cancellous"], _BONE, tex=25.0)
+    cv.paint(sl, (qb < 1.03) & disc, hu["muscle"] + 35, _SKIN)
     rr = np.sqrt(X**2 + (Y - yb) ** 2)
     rc = v["canal"]
     arch = ~disc & (rr > rc) & (rr < rc + 5) & ((Y < yb + 2) | mid)
@@ -1089,8 +1105,8 @@ def _draw_spine(cv: _Canvas, plan: _Plan) -> None:
     spinous = ~disc & (np.abs(X) < 3.5) & (Y < yb - rc) & (Y > v["back"] + 4)
     lumbar = Z < plan.dome_l - 60
     transverse = mid & lumbar & (np.abs(X) > rc) & (np.abs(X) < rc + 30) & (np.abs(Y - yb - 4) < 3)
-    cv.paint(sl, arch | pedicle | spinous | transverse, hu["bone"] * 0.85, BONE)
-    cv.paint(sl, rr < rc, hu["fluid"] + 10, FLUID)
+    cv.paint(sl, arch | pedicle | spinous | transverse, hu["bone"] * 0.85, _BONE)
+    cv.paint(sl, rr < rc, hu["fluid"] + 10, _FLUID)
 
 
 def _draw_ribs(cv: _Canvas, plan: _Plan, rng) -> None:
@@ -1116,28 +1132,29 @@ def _draw_ribs(cv: _Canvas, plan: _Plan, rng) -> None:
             # Past the bony end the costal cartilage turns upwards to the sternum.
             along = np.where(phi > end, end - 0.8 * (phi - end), phi)
             zeta = z + c1 * along + c2 * along * along / 180.0 - z12 - (12 - rib) * period
-            on = (np.abs(zeta) < height / 2) & (phi > 25)
+            on = (np.abs(zeta) < height / 2) & (phi > 35)
             bone |= on & (phi < end)
             cartilage |= on & (rib <= 10) & (phi >= end) & (phi < 172)
     cv.hu[tuple(i[bone] for i in idx)] = hu["bone"] * 0.8
-    cv.tissue[tuple(i[bone] for i in idx)] = BONE
+    cv.tissue[tuple(i[bone] for i in idx)] = _BONE
     cv.hu[tuple(i[cartilage] for i in idx)] = hu["muscle"] + 90
-    cv.tissue[tuple(i[cartilage] for i in idx)] = BONE
+    cv.tissue[tuple(i[cartilage] for i in idx)] = _BONE
 
 
 def _draw_table(cv: _Canvas, plan: _Plan, rng) -> None:
     """Curved carbon-fibre CT table below the patient: two thin shells over foam."""
     y0 = -plan.body.half_ap_post - rng.uniform(3, 15)
+    shell_hu = rng.uniform(80, 250)
     sl = cv.box((-250, y0 - 60, -400), (250, y0 + 30, 400))
     if sl is None:
         return
     X, Y, _ = cv.coords(sl)
     top = y0 + X**2 / 1400.0
     d = top - Y
-    body = cv.tissue[sl] != AIR
-    cv.paint(sl, ~body & (d > 0) & (d < 30) & (np.abs(X) < 220), -950.0, TABLE)
+    body = cv.tissue[sl] != _AIR
+    cv.paint(sl, ~body & (d > 0) & (d < 30) & (np.abs(X) < 220), -950.0, _TABLE)
     shell = (d > 0) & ((d < 3) | ((d > 27) & (d < 30))) & (np.abs(X) < 220)
-    cv.paint(sl, ~body & shell, rng.uniform(80, 250), TABLE)
+    cv.paint(sl, ~body & shell, shell_hu, _TABLE)
 
 
 def _finalise(cv: _Canvas, spacing, rng) -> np.ndarray:
@@ -1147,7 +1164,7 @@ def _finalise(cv: _Canvas, spacing, rng) -> np.ndarray:
     hu = cv.hu
     if inhom_amp > 0:
         bias = _smooth_field(np.random.default_rng(inhom_seed), cv.axes, 250.0, 3)
-        hu += np.where(cv.tissue != AIR, np.float32(inhom_amp) * bias, np.float32(0))
+        hu += np.where(cv.tissue != _AIR, np.float32(inhom_amp) * bias, np.float32(0))
     # In-plane blur of the reconstruction kernel; along z the slice sensitivity profile.
     sigmas = (blur_mm, blur_mm, 0.4 * spacing[2])
     for axis, s in enumerate(sigmas):
@@ -1168,9 +1185,8 @@ def generate_patient(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (image_hu int16 array of `shape` (X, Y, Z), spleen label uint8 array of `shape`).
 
-    ``seed`` is an int or anything ``np.random.default_rng`` accepts (e.g. ``[seed, i]``).
-    The anatomy depends on the seed only; ``shape`` and ``spacing`` (mm, x y z) set the
-    sampling grid, centred on the body.
+    The anatomy depends on ``seed`` only; ``shape`` and ``spacing`` (mm, x y z) set the
+    sampling grid, centred on the body. Only the noise realisation depends on the grid.
     """
     rng = np.random.default_rng(seed)
     plan = _make_plan(rng)
@@ -1193,9 +1209,14 @@ def generate_patient(
     _draw_spine(cv, plan)
     _draw_ribs(cv, plan, rng)
     _draw_table(cv, plan, rng)
-    label = (cv.tissue == SPLEEN).astype(np.uint8)
+    label = (cv.tissue == _SPLEEN).astype(np.uint8)
     image = _finalise(cv, spacing, rng)
     return image, label
+
+
+def patient_seed(seed: int, index: int) -> int:
+    """The ``generate_patient`` seed of patient ``index`` of a dataset with seed ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
 def _save_nifti(array: np.ndarray, spacing, path: Path) -> None:
@@ -1220,10 +1241,11 @@ def write_phantom_dataset(
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     spacing: tuple[float, float, float] = DEFAULT_SPACING,
 ) -> Path:
-    """Write root/dataset.json, root/imagesTr/spleen_{i:03d}.nii.gz, root/labelsTr/spleen_{i:03d}.nii.gz; return root.
+    """Write root/dataset.json, root/imagesTr/spleen_{i:03d}.nii.gz,
+    root/labelsTr/spleen_{i:03d}.nii.gz; return root.
 
-    Patient ``i`` is generated from ``np.random.default_rng([seed, i])``, so it does not
-    depend on ``num_patients``. Every file is written under a temporary name and renamed,
+    Patient ``i`` is ``generate_patient(patient_seed(seed, i))``, so it does not depend on
+    ``num_patients``. Every file is written under a temporary name and renamed,
     and dataset.json comes last, so an interrupted run leaves no truncated file behind.
     """
     root = Path(root)
@@ -1231,7 +1253,7 @@ def write_phantom_dataset(
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
     for i in range(int(num_patients)):
-        image, label = generate_patient([int(seed), i], shape, spacing)
+        image, label = generate_patient(patient_seed(seed, i), shape, spacing)
         name = f"spleen_{i:03d}.nii.gz"
         _save_nifti(image, spacing, root / "imagesTr" / name)
         _save_nifti(label, spacing, root / "labelsTr" / name)
