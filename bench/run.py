@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+# Run from a source checkout without installing, e.g. `ray job submit --working-dir .`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +28,7 @@ from kdcore.experiment import (
     check_config,
     dataset_label,
     load_or_train_teacher,
+    load_teacher_weights,
     prepare_data,
 )
 from kdcore.grid import GridError, run_grid
@@ -51,7 +55,7 @@ def run(cfg: DictConfig) -> list[Path]:
     needs_teacher = any(parse_variant(v) for v in cfg.variants)
     teacher = load_or_train_teacher(cfg, data, splits, log) if needs_teacher else None
     log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
-    rows = run_grid(cfg, teacher.path if teacher else None, log)
+    rows = run_grid(cfg, load_teacher_weights(teacher.path) if teacher else None, log)
     trials = pd.DataFrame(rows)
     report = render_report(
         stem,

@@ -250,10 +250,15 @@ def load_or_train_teacher(
     return TeacherRecord(folder / "model.pt", meta)
 
 
-def load_teacher(cfg: DictConfig, path: Path, device: torch.device) -> UNet:
-    """The frozen teacher, in eval mode (weights only: nothing in the file is executed)."""
+def load_teacher_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A teacher's state dict (weights only: nothing in the file is executed)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def frozen_teacher(cfg: DictConfig, weights: dict[str, torch.Tensor], device: torch.device) -> UNet:
+    """The teacher built from its config and weights, frozen, in eval mode."""
     model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(weights)
     model.requires_grad_(False)
     return model.eval().to(device)
 
@@ -262,7 +267,7 @@ def run_trial(
     cfg: DictConfig,
     variant: str,
     seed: int,
-    teacher_path: Path | None,
+    teacher_weights: dict[str, torch.Tensor] | None,
     on_epoch: Callable | None = None,
     resume: dict | None = None,
 ) -> dict[str, Any]:
@@ -277,7 +282,7 @@ def run_trial(
     terms = parse_variant(variant)
     torch.manual_seed(seed)
     student = build_student(cfg.student.width).to(device)
-    teacher = load_teacher(cfg, teacher_path, device) if terms else None
+    teacher = frozen_teacher(cfg, teacher_weights, device) if terms else None
     objective = DistillationLoss(
         terms,
         cfg.kd.weights,

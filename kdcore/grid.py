@@ -28,7 +28,7 @@ class ProgressLog(tune.Callback):
     """One line per trial start and end, instead of Ray's per-trial tables."""
 
     def __init__(self, total: int, log: Log):
-        self.total, self.log, self.done = total, log, 0
+        self.total, self.log = total, log
 
     @staticmethod
     def _name(trial) -> str:
@@ -38,10 +38,10 @@ class ProgressLog(tune.Callback):
         self.log(f"trial started: {self._name(trial)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
+        done = sum(t.status == "TERMINATED" for t in trials) + 1  # this one is not marked yet
         r = trial.last_result
         self.log(
-            f"trial {self.done}/{self.total} done: {self._name(trial)}: test dice "
+            f"trial {done}/{self.total} done: {self._name(trial)}: test dice "
             f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
             f"{r.get('wall_s', 0):.0f}s)"
         )
@@ -54,7 +54,7 @@ class GridError(RuntimeError):
     """Some trials of the grid failed; the message says where their logs are."""
 
 
-def _trainable(config: dict[str, Any], cfg: dict, teacher_path: str | None) -> None:
+def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
     """One Ray Tune trial: train a student and report per-epoch progress, then its row."""
     cfg = OmegaConf.create(cfg)
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
@@ -75,7 +75,7 @@ def _trainable(config: dict[str, Any], cfg: dict, teacher_path: str | None) -> N
         else:
             tune.report(metrics)
 
-    row = run_trial(cfg, config["variant"], config["seed"], teacher_path, on_epoch, resume)
+    row = run_trial(cfg, config["variant"], config["seed"], teacher, on_epoch, resume)
     tune.report({**row, "epoch": epochs, "finished": True})
 
 
@@ -107,7 +107,9 @@ def connect(cfg: DictConfig, log: Log = print) -> None:
         )
 
 
-def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> list[dict]:
+def run_grid(
+    cfg: DictConfig, teacher: dict[str, torch.Tensor] | None, log: Log = print
+) -> list[dict]:
     """Run one trial per (variant, seed) and return their rows, in grid order.
 
     The run folder under ``work_dir/ray`` is named by a hash of the config, so running
@@ -118,13 +120,10 @@ def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> li
     name = f"{cfg.ablation_name or 'grid'}-{stable_hash(run_key)}"
     storage = Path(cfg.work_dir).absolute() / "ray"
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    # the config and teacher go through the object store, so a trial's config is its
-    # (variant, seed) alone
+    # The config and the teacher's weights go through Ray's object store: trials on other
+    # nodes need no shared disk, and a trial's own config is its (variant, seed) alone.
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _trainable, cfg=cfg_dict, teacher_path=str(teacher_path) if teacher_path else None
-        ),
-        resources,
+        tune.with_parameters(_trainable, cfg=cfg_dict, teacher=teacher), resources
     )
     connect(cfg, log)
     path = storage / name
@@ -154,11 +153,13 @@ def run_grid(cfg: DictConfig, teacher_path: Path | None, log: Log = print) -> li
             ),
         )
     results = tuner.fit()
-    failed = [r for r in results if r.error is not None or not r.metrics.get("finished")]
-    if failed:
+    errors = [r.error for r in results if r.error is not None]
+    unfinished = [r for r in results if not (r.metrics or {}).get("finished")]
+    if unfinished:
+        cause = f"first error: {errors[0]}" if errors else "interrupted"
         raise GridError(
-            f"{len(failed)} of {len(results)} trials failed (first: {failed[0].error}); logs "
-            f"under {path}. Run the same command again to resume the grid."
+            f"{len(unfinished)} of {len(results)} trials did not finish ({cause}); logs under "
+            f"{path}. No table was written. Run the same command again to resume the grid."
         )
     order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in cfg.variants for s in cfg.seeds)}
     rows = [{k: r.metrics[k] for k in TRIAL_COLUMNS} for r in results]
