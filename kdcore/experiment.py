@@ -72,7 +72,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown data {cfg.data.name!r}; choose one of {', '.join(DATASETS)}")
     if cfg.split not in SPLIT_MODES:
         raise ConfigError(f"unknown split {cfg.split!r}; choose one of {', '.join(SPLIT_MODES)}")
-    if not 0 < cfg.data_fraction <= 1:
+    if not isinstance(cfg.data_fraction, int | float) or not 0 < cfg.data_fraction <= 1:
         raise ConfigError(f"data_fraction must be in (0, 1], got {cfg.data_fraction}")
     for side in ("teacher", "student"):
         if cfg[side].seg_loss not in SEG_LOSSES:
@@ -88,8 +88,12 @@ def check_config(cfg: DictConfig) -> None:
             f"image_size {cfg.image_size} must be divisible by 2**teacher.depth "
             f"= {2**cfg.teacher.depth}"
         )
-    if len(cfg.seeds) < 1:
-        raise ConfigError("seeds is empty: give at least one seed")
+    for key in ("variants", "seeds"):
+        values = list(cfg[key])
+        if not values:
+            raise ConfigError(f"{key} is empty: give at least one")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"{key} lists a value twice: {values}")
     SliceSettings(tuple(cfg.window), cfg.image_size)
     for variant in cfg.variants:
         terms = parse_variant(variant)

@@ -7,6 +7,7 @@ resumes where it stopped when the same command runs again.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +58,7 @@ class GridError(RuntimeError):
 def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
     """One Ray Tune trial: train a student and report per-epoch progress, then its row."""
     cfg = OmegaConf.create(cfg)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
     resume = None
     checkpoint = tune.get_checkpoint()

@@ -87,9 +87,10 @@ def render_report(
             f"{t['recall']:.3f}, precision {t['precision']:.3f}, 3D Dice {t['dice_3d']:.3f} "
             f"(checkpoint of epoch {teacher['best_epoch']}, chosen on validation)"
         )
+    unit = "patients" if first["split"] == "patient" else "slices"
     lines.append(
         f"- Student: {first['student']}, {int(first['params']):,} parameters, trained on "
-        f"{first['data_fraction']:g} of the training data"
+        f"{first['data_fraction']:.0%} of the training {unit}"
     )
     seeds = ", ".join(str(s) for s in sorted(trials["seed"].unique()))
     lines += [

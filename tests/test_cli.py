@@ -134,6 +134,24 @@ def test_bad_input_gives_one_clear_error(args, message, tmp_path):
     assert not results.exists() or not any(results.iterdir())
 
 
+def test_grid_runs_on_an_msd_layout_folder(tmp_path):
+    args = _tiny_msd_args(tmp_path, shapes=[(40, 40, 6)] * 6)
+    results = tmp_path / "r"
+    proc = run_cli(
+        *args,
+        "profile=smoke",
+        "image_size=16",
+        "seeds=[0]",
+        "variants=[baseline,all]",
+        f"results_dir={results}",
+        f"work_dir={tmp_path / 'w'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(results / "grid.csv")
+    assert list(table["variant"]) == ["baseline", "all"]
+    assert "MSD Task09_Spleen" in (results / "grid.md").read_text()
+
+
 def test_label_shape_mismatch_is_reported(tmp_path):
     args = _tiny_msd_args(
         tmp_path, shapes=[(16, 16, 4)] * 5, label_shapes=[(16, 16, 4)] * 4 + [(16, 16, 3)]

@@ -38,3 +38,12 @@ def test_dataset_is_msd_layout_and_patients_do_not_depend_on_count(tmp_path):
         np.asarray(img.dataobj), np.asarray(nib.load(cases_large[1].image).dataobj)
     )
     assert not list(small.glob("**/.*"))  # no temporary files left behind
+
+
+def test_loader_reads_a_tiny_phantom(tmp_path):
+    from kdcore.data.slices import SliceSettings, load_slices
+
+    root = write_phantom_dataset(tmp_path / "p", 2, seed=1, shape=SHAPE, spacing=SPACING)
+    data = load_slices(list_cases(root), SliceSettings((0, 255), 32), tmp_path / "cache")
+    assert data.images.shape == (2 * SHAPE[2], 32, 32)
+    assert data.masks.any() and not data.masks.all(axis=(1, 2)).any()
