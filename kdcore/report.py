@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def git_commit(repo: Path | None = None) -> str:
-    """HEAD's commit, marked when the work tree has uncommitted changes to tracked files."""
+    """HEAD's commit, marked when the work tree has uncommitted changes to tracked files.
+
+    Outside a git checkout (e.g. the upload of ``ray job submit``) the KDBENCH_GIT_COMMIT
+    environment variable names it.
+    """
+    if os.environ.get("KDBENCH_GIT_COMMIT"):
+        return f"{os.environ['KDBENCH_GIT_COMMIT']} (from KDBENCH_GIT_COMMIT)"
     repo = repo or Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
