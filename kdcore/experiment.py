@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ from kdcore.data.phantom import write_phantom_dataset
 from kdcore.data.slices import SliceData, SliceSettings, load_slices
 from kdcore.data.splits import SPLIT_MODES, Splits, make_splits
 from kdcore.errors import ConfigError
+from kdcore.io import atomic_dir, atomic_path, write_text_atomic
 from kdcore.losses import SEG_LOSSES, DistillationLoss, MultiTaskLoss, parse_variant
 from kdcore.models import UNet, build_student, build_teacher, count_parameters
 from kdcore.training import FitSettings, evaluate, fit
@@ -116,19 +114,14 @@ def dataset_root(cfg: DictConfig, log: Log = print) -> Path:
     root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(params)}"
     if not (root / "dataset.json").is_file():
         log(f"generating phantom CT: {params['num_patients']} patients -> {root}")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
-        write_phantom_dataset(
-            tmp,
-            params["num_patients"],
-            params["seed"],
-            tuple(params["shape"]),
-            tuple(params["spacing"]),
-        )
-        try:
-            os.replace(tmp, root)
-        except OSError:  # written meanwhile by another process
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(root) as tmp:
+            write_phantom_dataset(
+                tmp,
+                params["num_patients"],
+                params["seed"],
+                tuple(params["shape"]),
+                tuple(params["spacing"]),
+            )
     return root
 
 
@@ -248,7 +241,8 @@ def load_or_train_teacher(
         "wall_s": time.perf_counter() - start,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
     write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
     log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
     return TeacherRecord(folder / "model.pt", meta)
@@ -337,30 +331,6 @@ def run_trial(
     }
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 __all__ = [
     "TeacherRecord",
     "check_config",
@@ -368,5 +338,4 @@ __all__ = [
     "load_or_train_teacher",
     "prepare_data",
     "run_trial",
-    "write_text_atomic",
 ]

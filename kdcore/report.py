@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from kdcore.experiment import TRIAL_COLUMNS, write_text_atomic
+from kdcore.experiment import TRIAL_COLUMNS
+from kdcore.io import write_text_atomic
 
 METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
 

@@ -21,12 +21,13 @@ y towards anterior and z towards superior (z is the axial slice index).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from kdcore.io import atomic_path, write_text_atomic
 
 DEFAULT_SHAPE = (128, 128, 40)
 DEFAULT_SPACING = (2.8, 2.8, 5.0)
@@ -1226,12 +1227,8 @@ def _save_nifti(array: np.ndarray, spacing, path: Path) -> None:
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.{os.getpid()}.tmp.nii.gz")
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_phantom_dataset(
@@ -1272,7 +1269,5 @@ def write_phantom_dataset(
         "training": training,
         "test": [],
     }
-    tmp = root / f".dataset.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=4))
-    os.replace(tmp, root / "dataset.json")
+    write_text_atomic(root / "dataset.json", json.dumps(manifest, indent=4))
     return root

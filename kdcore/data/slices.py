@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from monai.transforms import LoadImage, Resize, ScaleIntensityRange
 
 from kdcore.data.msd import Case
 from kdcore.errors import ConfigError
+from kdcore.io import atomic_dir
 
 CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
 
@@ -115,17 +113,9 @@ def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> No
         masks.append(msk)
         case_ids.append(np.full(len(img), i, dtype=np.int32))
         zs.append(np.arange(len(img), dtype=np.int32))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
+    with atomic_dir(folder) as tmp:
         arrays = {"images": images, "masks": masks, "case": case_ids, "z": zs}
         for name, parts in arrays.items():
             np.save(tmp / f"{name}.npy", np.concatenate(parts))
         meta = {"case_names": [c.name for c in cases], "settings": asdict(settings)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder)
-    except OSError:
-        if (folder / "meta.json").is_file():  # another process wrote the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
