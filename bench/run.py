@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> list[Path]:
         f"data: {dataset_label(cfg)}: {len(data)} slices; train {len(splits.train)}, "
         f"student {len(splits.student)}, val {len(splits.val)}, test {len(splits.test)}"
     )
-    needs_teacher = any(parse_variant(v) for v in cfg.variants)
+    needs_teacher = any(parse_variant(v).terms for v in cfg.variants)
     teacher = load_or_train_teacher(cfg, data, splits, log) if needs_teacher else None
     log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
     rows = run_grid(cfg, load_teacher_weights(teacher.path) if teacher else None, log)

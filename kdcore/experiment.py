@@ -22,7 +22,8 @@ from kdcore.data.slices import SliceData, SliceSettings, load_slices
 from kdcore.data.splits import SPLIT_MODES, Splits, make_splits
 from kdcore.errors import ConfigError
 from kdcore.io import atomic_dir, atomic_path, write_text_atomic
-from kdcore.losses import SEG_LOSSES, DistillationLoss, MultiTaskLoss, parse_variant
+from kdcore.losses import SEG_LOSSES, DistillationLoss, MultiTaskLoss, needs_pairs, parse_variant
+from kdcore.losses.distillation import term_weight
 from kdcore.models import UNet, build_student, build_teacher, count_parameters
 from kdcore.training import FitSettings, evaluate, fit
 
@@ -79,6 +80,23 @@ def check_config(cfg: DictConfig) -> None:
                 f"{', '.join(SEG_LOSSES)}"
             )
         FitSettings(**as_dict(cfg[side].fit))
+    labels = []
+    for variant in cfg.variants:
+        label, terms = parse_variant(variant)
+        labels.append(label)
+        for term in terms:
+            term_weight(cfg.kd.weights, term)
+        if cfg.student.fit.batch_size < 2 and needs_pairs(terms):
+            raise ConfigError(
+                f"variant {variant!r} uses contrastive KD, whose negatives are the other samples "
+                "of the batch: student.fit.batch_size must be at least 2, got "
+                f"{cfg.student.fit.batch_size}"
+            )
+    for key, values in (("variants", labels), ("seeds", list(cfg.seeds))):
+        if not values:
+            raise ConfigError(f"{key} is empty: give at least one")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"{key} lists a value twice: {values}")
     if cfg.teacher.depth < 2:
         raise ConfigError(f"teacher.depth must be at least 2, got {cfg.teacher.depth}")
     if cfg.image_size % 2**cfg.teacher.depth:
@@ -86,24 +104,7 @@ def check_config(cfg: DictConfig) -> None:
             f"image_size {cfg.image_size} must be divisible by 2**teacher.depth "
             f"= {2**cfg.teacher.depth}"
         )
-    for key in ("variants", "seeds"):
-        values = list(cfg[key])
-        if not values:
-            raise ConfigError(f"{key} is empty: give at least one")
-        if len(set(values)) < len(values):
-            raise ConfigError(f"{key} lists a value twice: {values}")
     SliceSettings(tuple(cfg.window), cfg.image_size)
-    for variant in cfg.variants:
-        terms = parse_variant(variant)
-        missing = [t for t in terms if t not in cfg.kd.weights]
-        if missing:
-            raise ConfigError(f"kd.weights has no weight for {', '.join(missing)}")
-        if cfg.student.fit.batch_size < 2 and any(t != "pmd" for t in terms):
-            raise ConfigError(
-                f"variant {variant!r} uses contrastive KD, whose negatives are the other samples "
-                "of the batch: student.fit.batch_size must be at least 2, got "
-                f"{cfg.student.fit.batch_size}"
-            )
 
 
 def dataset_root(cfg: DictConfig, log: Log = print) -> Path:
@@ -277,7 +278,7 @@ def run_trial(
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     data, splits = prepare_data(cfg, log=lambda _: None)
-    terms = parse_variant(variant)
+    label, terms = parse_variant(variant)
     torch.manual_seed(seed)
     student = build_student(cfg.student.width).to(device)
     teacher = frozen_teacher(cfg, teacher_weights, device) if terms else None
@@ -289,6 +290,7 @@ def run_trial(
         cfg.student.seg_loss,
         cfg.kd.temperature,
         cfg.kd.pmd_temperature,
+        cfg.kd.cwd_temperature,
     ).to(device)
 
     def loss_fn(x, y):
@@ -313,7 +315,7 @@ def run_trial(
     )
     test = evaluate(student, data, splits.test)
     return {
-        "variant": variant,
+        "variant": label,
         "seed": seed,
         "teacher": teacher_name(cfg),
         "student": student_name(cfg),

@@ -23,6 +23,7 @@ from ray import tune  # noqa: E402
 
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.experiment import TRIAL_COLUMNS, Log, as_dict, run_trial, stable_hash  # noqa: E402
+from kdcore.losses import parse_variant  # noqa: E402
 
 
 class ProgressLog(tune.Callback):
@@ -163,6 +164,7 @@ def run_grid(
             f"{len(unfinished)} of {len(results)} trials did not finish ({cause}); logs under "
             f"{path}. No table was written. Run the same command again to resume the grid."
         )
-    order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in cfg.variants for s in cfg.seeds)}
+    labels = [parse_variant(v).label for v in cfg.variants]
+    order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in labels for s in cfg.seeds)}
     rows = [{k: r.metrics[k] for k in TRIAL_COLUMNS} for r in results]
     return sorted(rows, key=lambda row: order[(row["variant"], row["seed"])])

@@ -22,6 +22,13 @@ def test_profiles_compose_and_pass_checks(profile, data):
     assert len(cfg.variants) == 9 and list(cfg.seeds) == [0, 1, 2]
 
 
+def test_methods_ablation_compares_mtms_with_every_peer():
+    cfg = make("ablation=methods")
+    check_config(cfg)
+    labels = [v.split(":")[0] for v in cfg.variants]
+    assert labels == ["baseline", "mtms", "fitnets-mse", "hinton", "cwd", "at", "emkd"]
+
+
 def test_paper_profile_uses_the_thesis_networks():
     cfg = make("profile=paper")
     assert cfg.image_size == 256 and cfg.student.fit.epochs == 120
@@ -35,6 +42,7 @@ def test_paper_profile_uses_the_thesis_networks():
     "override, message",
     [
         ("variants=[]", "variants is empty"),
+        ("variants=[a:enc,a:dec]", "variants lists a value twice"),
         ("seeds=[0,0]", "seeds lists a value twice"),
         ("data_fraction=half", "data_fraction must be in (0, 1]"),
         ("split=random", "unknown split 'random'"),

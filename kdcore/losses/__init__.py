@@ -1,26 +1,49 @@
 """Segmentation and distillation losses."""
 
+from kdcore.losses.attention import AttentionTransferLoss, attention_map
+from kdcore.losses.channel_wise import ChannelWiseLoss, channel_wise_kl
 from kdcore.losses.contrastive import ContrastiveTapLoss, info_nce
 from kdcore.losses.distillation import (
-    KD_TERMS,
+    FEATURE_METHODS,
+    LOGIT_TERMS,
+    MTMS_TERMS,
     THESIS_WEIGHTS,
     DistillationLoss,
+    Variant,
+    needs_pairs,
+    parse_term,
     parse_variant,
 )
+from kdcore.losses.emkd import RegionAffinityLoss, region_affinity
+from kdcore.losses.feature_mse import FeatureMSELoss
+from kdcore.losses.hinton import HintonLoss
 from kdcore.losses.multitask import MultiTaskLoss
 from kdcore.losses.prediction_map import PredictionMapLoss, bernoulli_kl_with_logits
 from kdcore.losses.segmentation import SEG_LOSSES, build_seg_loss
 
 __all__ = [
-    "KD_TERMS",
+    "FEATURE_METHODS",
+    "LOGIT_TERMS",
+    "MTMS_TERMS",
     "SEG_LOSSES",
     "THESIS_WEIGHTS",
+    "AttentionTransferLoss",
+    "ChannelWiseLoss",
     "ContrastiveTapLoss",
     "DistillationLoss",
+    "FeatureMSELoss",
+    "HintonLoss",
     "MultiTaskLoss",
     "PredictionMapLoss",
+    "RegionAffinityLoss",
+    "Variant",
+    "attention_map",
     "bernoulli_kl_with_logits",
     "build_seg_loss",
+    "channel_wise_kl",
     "info_nce",
+    "needs_pairs",
+    "parse_term",
     "parse_variant",
+    "region_affinity",
 ]

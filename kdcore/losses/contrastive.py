@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdcore.losses.maps import resize_to
+
 
 def info_nce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """InfoNCE with in-batch negatives.
@@ -41,7 +43,5 @@ class ContrastiveTapLoss(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """student: (B, C_s, H_s, W_s); teacher: (B, C_t, H_t, W_t) -> scalar loss."""
-        t = self.head(teacher)  # (B, C_s, H_t, W_t)
-        if t.shape[-2:] != student.shape[-2:]:
-            t = F.interpolate(t, size=student.shape[-2:], mode="bilinear", align_corners=False)
+        t = resize_to(self.head(teacher), student)  # (B, C_s, H_s, W_s)
         return info_nce(student.flatten(1), t.flatten(1), self.temperature)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdcore.losses.maps import resize_to
+
 
 def bernoulli_kl_with_logits(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """Mean over pixels of KL(Bern(sigmoid(t/T)) || Bern(sigmoid(s/T))), times T^2.
@@ -31,8 +33,5 @@ class PredictionMapLoss(nn.Module):
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """Both (B, 1, H, W); the teacher map is resized if its grid differs."""
-        if teacher_logits.shape[-2:] != student_logits.shape[-2:]:
-            teacher_logits = F.interpolate(
-                teacher_logits, size=student_logits.shape[-2:], mode="bilinear", align_corners=False
-            )
+        teacher_logits = resize_to(teacher_logits, student_logits)
         return bernoulli_kl_with_logits(student_logits, teacher_logits, self.temperature)
