@@ -22,7 +22,14 @@ from kdcore.data.slices import SliceData, SliceSettings, load_slices
 from kdcore.data.splits import SPLIT_MODES, Splits, make_splits
 from kdcore.errors import ConfigError
 from kdcore.io import atomic_dir, atomic_path, write_text_atomic
-from kdcore.losses import SEG_LOSSES, DistillationLoss, MultiTaskLoss, needs_pairs, parse_variant
+from kdcore.losses import (
+    SEG_LOSSES,
+    DistillationLoss,
+    MultiTaskLoss,
+    maybe_compile,
+    needs_pairs,
+    parse_variant,
+)
 from kdcore.losses.distillation import term_weight
 from kdcore.models import UNet, build_student, build_teacher, count_parameters
 from kdcore.training import FitSettings, evaluate, fit
@@ -293,13 +300,15 @@ def run_trial(
         cfg.kd.cwd_temperature,
     ).to(device)
 
+    compute = maybe_compile(objective, cfg.kd.compile)
+
     def loss_fn(x, y):
         taps = student(x)
         if teacher is None:
-            return objective(taps, y)
+            return compute(taps, y)
         with torch.no_grad():
             teacher_taps = teacher(x, with_recon=False)  # reconstruction decoder not run
-        return objective(taps, y, teacher_taps)
+        return compute(taps, y, teacher_taps)
 
     state = fit(
         student,

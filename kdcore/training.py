@@ -19,7 +19,7 @@ from kdcore.metrics import segmentation_metrics
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "constant")
 
-LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]]
+LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
 
 
 @dataclass

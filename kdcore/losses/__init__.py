@@ -2,6 +2,7 @@
 
 from kdcore.losses.attention import AttentionTransferLoss, attention_map
 from kdcore.losses.channel_wise import ChannelWiseLoss, channel_wise_kl
+from kdcore.losses.compiled import CompiledLoss, maybe_compile
 from kdcore.losses.contrastive import ContrastiveTapLoss, info_nce
 from kdcore.losses.distillation import (
     FEATURE_METHODS,
@@ -29,6 +30,7 @@ __all__ = [
     "THESIS_WEIGHTS",
     "AttentionTransferLoss",
     "ChannelWiseLoss",
+    "CompiledLoss",
     "ContrastiveTapLoss",
     "DistillationLoss",
     "FeatureMSELoss",
@@ -42,6 +44,7 @@ __all__ = [
     "build_seg_loss",
     "channel_wise_kl",
     "info_nce",
+    "maybe_compile",
     "needs_pairs",
     "parse_term",
     "parse_variant",

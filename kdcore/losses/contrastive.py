@@ -32,8 +32,10 @@ class ContrastiveTapLoss(nn.Module):
     student's; the teacher map is resized (bilinear) to the student's grid. Each sample's
     whole map is flattened to one vector, as in the thesis.
 
-    The head and the resize are both linear, so projecting before resizing gives the same
-    result; it is cheaper where the teacher grid is the coarser one (the bottleneck).
+    The head and the resize are both linear, so their order does not change the result.
+    Resizing first costs more where the teacher grid is coarser (the bottleneck), but
+    projecting first made torch.compile's inductor (torch 2.13, CPU) return a zero
+    gradient for the bottleneck head when all four MTMS terms were compiled together.
     """
 
     def __init__(self, teacher_channels: int, student_channels: int, temperature: float = 0.4):
@@ -43,5 +45,5 @@ class ContrastiveTapLoss(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """student: (B, C_s, H_s, W_s); teacher: (B, C_t, H_t, W_t) -> scalar loss."""
-        t = resize_to(self.head(teacher), student)  # (B, C_s, H_s, W_s)
+        t = self.head(resize_to(teacher, student))  # (B, C_s, H_s, W_s)
         return info_nce(student.flatten(1), t.flatten(1), self.temperature)

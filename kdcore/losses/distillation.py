@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from kdcore.errors import ConfigError
@@ -161,18 +160,19 @@ class DistillationLoss(nn.Module):
         student: Mapping[str, Tensor],
         target: Tensor,
         teacher: Mapping[str, Tensor] | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """student/teacher: tap dicts from ``UNet.forward``; target: (B, 1, H, W) in {0, 1}.
 
-        Returns the total loss and the unweighted value of each term (for logging).
+        Returns the total loss and the unweighted, detached value of each term (for logging;
+        kept as tensors so that a compiled graph does not break on ``.item()``).
         """
         parts = {"seg": self.seg(student["logits"], target)}
         for term, loss in self.kd.items():
             tap = self.taps[term]
             extra = (target,) if getattr(loss, "uses_target", False) else ()
             parts[term] = loss(student[tap], teacher[tap], *extra)
-        total = torch.stack([self.weights[k] * v for k, v in parts.items()]).sum()
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        total = sum(self.weights[k] * v for k, v in parts.items())
+        return total, {k: v.detach() for k, v in parts.items()}
 
 
 def needs_pairs(terms: Iterable[str]) -> bool:

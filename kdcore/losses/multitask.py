@@ -18,9 +18,9 @@ class MultiTaskLoss(nn.Module):
 
     def forward(
         self, taps: dict[str, Tensor], images: Tensor, target: Tensor
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """taps: teacher output with ``recon``; images: (B, 3, H, W); target: (B, 1, H, W)."""
         seg = self.seg(taps["logits"], target)
         recon = F.mse_loss(taps["recon"], images)
         total = seg + self.recon_weight * recon
-        return total, {"seg": float(seg.detach()), "recon": float(recon.detach())}
+        return total, {"seg": seg.detach(), "recon": recon.detach()}

@@ -56,6 +56,6 @@ def test_every_term_gives_gradients_to_student_and_heads(batch):
     assert set(parts) == {"seg", *ALL_TERMS}
     assert all(p.grad is not None for p in loss.parameters())
     assert all(p.grad is not None for p in student.parameters())
-    expected = sum(loss.weights[k] * v for k, v in parts.items())
+    expected = sum(loss.weights[k] * float(v) for k, v in parts.items())
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     assert loss.formula().startswith("0.4*seg + 0.1*enc + 0.2*bottleneck")

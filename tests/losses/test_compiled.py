@@ -1,0 +1,102 @@
+"""The compiled objective agrees with eager, compiles once per shape, and falls back."""
+
+import copy
+import itertools
+import logging
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, CompiledLoss, DistillationLoss
+from kdcore.models import build_student, build_teacher
+
+STUDENT, TEACHER = build_student(8), build_teacher(8, 3).eval()
+
+
+def batch(size: int, seed: int = 0):
+    """Images, masks and teacher taps. The taps are random, of the teacher's shapes: an
+    untrained teacher's taps barely differ between samples, which leaves InfoNCE at
+    chance and its gradients at rounding noise, a poor test of agreement."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(size, 3, 32, 32, generator=g)
+    y = (torch.rand(size, 1, 32, 32, generator=g) > 0.7).float()
+    with torch.no_grad():
+        shapes = {k: v.shape for k, v in TEACHER(x, with_recon=False).items()}
+    t = {k: 2 * torch.randn(shape, generator=g) for k, shape in shapes.items()}
+    return x, y, t
+
+
+def loss_and_grads(objective, call, x, y, t):
+    student = copy.deepcopy(STUDENT)
+    total, parts = call(student(x), y, t)
+    total.backward()
+    grads = [p.grad for p in (*student.parameters(), *objective.parameters())]
+    return total.detach(), parts, grads
+
+
+def check_agreement(terms):
+    torch.manual_seed(0)
+    eager = DistillationLoss(terms, THESIS_WEIGHTS, STUDENT.tap_channels, TEACHER.tap_channels)
+    twin = copy.deepcopy(eager)
+    x, y, t = batch(4)
+    e_total, e_parts, e_grads = loss_and_grads(eager, eager, x, y, t)
+    c_total, c_parts, c_grads = loss_and_grads(twin, CompiledLoss(twin), x, y, t)
+    assert torch.allclose(c_total, e_total, rtol=1e-5, atol=1e-7)
+    for k in e_parts:
+        assert torch.allclose(c_parts[k], e_parts[k], rtol=1e-5, atol=1e-7), k
+    scale = max(float(b.norm()) for b in e_grads)
+    for a, b in zip(c_grads, e_grads, strict=True):
+        # relative to the tensor's norm; the small absolute part covers gradients that are
+        # 0 in exact arithmetic (conv biases before batch norm), i.e. rounding noise
+        assert (a - b).norm() <= 1e-5 * b.norm() + 1e-6 * scale
+
+
+def test_compiled_matches_eager_for_all_mtms_terms():
+    check_agreement(MTMS_TERMS)
+
+
+SUBSETS = [s for r in range(1, 5) for s in itertools.combinations(MTMS_TERMS, r)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("terms", SUBSETS, ids="+".join)
+def test_compiled_matches_eager_for_every_scale_subset(terms):
+    check_agreement(terms)
+
+
+def test_one_compile_per_shape_and_no_recompile_in_later_epochs():
+    torch._dynamo.reset()
+    counters.clear()
+    objective = DistillationLoss(
+        MTMS_TERMS, THESIS_WEIGHTS, STUDENT.tap_channels, TEACHER.tap_channels
+    )
+    compiled = CompiledLoss(objective)
+    epoch = [batch(4, 1), batch(4, 2), batch(3, 3)]  # the last batch is short
+
+    def run(batches):
+        for x, y, t in batches:
+            compiled(STUDENT(x), y, t)[0].backward()
+        return counters["stats"]["unique_graphs"]
+
+    # MONAI's Dice splits a graph in pieces (a .tolist()), so count pieces per shape
+    per_shape = run(epoch[:1])
+    assert per_shape >= 1
+    assert run(epoch) == 2 * per_shape  # one compilation for the short last batch
+    assert run(epoch) == run(epoch) == 2 * per_shape  # later epochs: no recompiles
+    assert not compiled.eager
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
+    objective = DistillationLoss(("pmd",), THESIS_WEIGHTS)
+    compiled = CompiledLoss(objective)
+
+    def broken(*_):
+        raise RuntimeError("no C++ compiler")
+
+    compiled.compiled = broken
+    x, y, t = batch(2)
+    with caplog.at_level(logging.WARNING):
+        total, _ = compiled(STUDENT(x), y, t)
+    assert compiled.eager and "no C++ compiler" in caplog.text
+    assert torch.allclose(total, objective(STUDENT(x), y, t)[0])
