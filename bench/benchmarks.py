@@ -1,16 +1,15 @@
-"""Run the benchmarks and write results/bench/benchmarks.json and results/bench/summary.md.
+"""Run the benchmarks: results/bench/<group>.json per group, and results/bench/summary.md.
 
-    python bench/benchmarks.py                 # everything (about an hour on 2 CPU cores)
-    python bench/benchmarks.py -k step         # extra arguments go to pytest
+    python bench/benchmarks.py                 # every group: step (~1 min), loss (~30 min)
+    python bench/benchmarks.py step            # one group (benchmarks/test_<group>_speed.py)
 
-Figures, not tests: nothing asserts a speed. Each number in the summary comes from the
-JSON that pytest-benchmark wrote in the same run.
+Figures, not tests: nothing asserts a speed. The summary is rebuilt from every group's
+JSON as pytest-benchmark wrote it; each group records its own command, commit and time.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import shlex
 import subprocess
 import sys
@@ -27,69 +26,105 @@ from kdcore.report import git_commit
 OUT = REPO / "results" / "bench"
 
 
-def summarize(data: dict, command: str, commit: str) -> str:
-    """Markdown: one line per benchmark (mean, std, rounds, first call) and the ratios."""
-    rows = {b["name"]: b for b in data["benchmarks"]}
+GROUPS = ("step", "loss")
+
+
+def ratios(rows: dict[str, dict]) -> list[str]:
+    """Compiled vs eager per loss case; KD / reference / cached vs student-only steps."""
+    lines = []
+    mean = {name: b["stats"]["mean"] for name, b in rows.items()}
+    for name in mean:
+        if name.endswith("-compiled]") and name.replace("-compiled]", "-eager]") in mean:
+            case = name[name.index("[") + 1 : -len("-compiled]")]
+            speedup = mean[name.replace("-compiled]", "-eager]")] / mean[name]
+            lines.append(f"- loss {case}: compiled is {speedup:.2f}x faster than eager")
+    for setting in ("paper-256", "quick-64"):
+        step = {
+            k: mean.get(f"test_training_step[{k}-{setting}]")
+            for k in ("student", "kd", "kd-cached", "reference")
+        }
+        if step["student"] and step["kd"] and step["reference"]:
+            line = (
+                f"- step {setting}: KD = {step['kd'] / step['student']:.2f}x a student step, "
+                f"the reference's way = {step['reference'] / step['student']:.2f}x; ours is "
+                f"{step['reference'] / step['kd']:.2f}x faster than the reference's"
+            )
+            if step["kd-cached"]:
+                line += f"; with the teacher cache {step['kd-cached'] / step['student']:.2f}x"
+            lines.append(line)
+    return lines
+
+
+def summarize(groups: dict[str, dict]) -> str:
+    """Markdown of every group: provenance, one line per benchmark, ratios."""
     lines = [
         "# Benchmarks",
         "",
-        f"- Command: `{command}`",
-        f"- Git commit: {commit}",
-        f"- Machine: {platform.platform()}, {platform.processor() or 'cpu'}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "Written by `python bench/benchmarks.py` from the JSON beside"
+        " this file. Ratios compare numbers of the same run on the same machine.",
         "",
-        "| benchmark | mean s | std s | rounds | first call s |",
-        "|---|---|---|---|---|",
     ]
-    for name, b in rows.items():
-        s, extra = b["stats"], b.get("extra_info", {})
-        first = f"{extra['first_call_s']:.2f}" if "first_call_s" in extra else ""
-        lines.append(f"| {name} | {s['mean']:.4f} | {s['stddev']:.4f} | {s['rounds']} | {first} |")
-    lines += ["", "## Ratios (same run, same machine)", ""]
-    for name, b in rows.items():
-        if "[" in name and "-compiled]" in name:
-            eager = rows.get(name.replace("-compiled]", "-eager]"))
-            if eager:
-                ratio = eager["stats"]["mean"] / b["stats"]["mean"]
-                lines.append(f"- {name.split('[')[1][:-10]}: compiled is {ratio:.2f}x eager")
-    for setting in ("paper-256", "quick-64"):
-        get = {
-            k: rows.get(f"test_training_step[{k}-{setting}]")
-            for k in ("student", "kd", "reference")
-        }
-        if all(get.values()):
-            mean = {k: v["stats"]["mean"] for k, v in get.items()}
+    for group, data in groups.items():
+        machine = data["machine_info"]
+        lines += [
+            f"## {group}",
+            "",
+            f"- Command: `{data['command']}`, at {data['datetime']}",
+            f"- Git commit: {data['commit']}",
+            f"- Machine: {machine.get('cpu', {}).get('brand_raw', machine['processor'])}, "
+            f"{machine['cpu'].get('count', '?')} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads",
+            "",
+            "| benchmark | mean s | std s | rounds | first call s |",
+            "|---|---|---|---|---|",
+        ]
+        rows = {b["name"]: b for b in data["benchmarks"]}
+        for name, b in rows.items():
+            s, extra = b["stats"], b.get("extra_info", {})
+            first = f"{extra['first_call_s']:.2f}" if "first_call_s" in extra else ""
             lines.append(
-                f"- {setting}: KD step = {mean['kd'] / mean['student']:.2f}x a student step; "
-                f"the reference's way = {mean['reference'] / mean['student']:.2f}x; "
-                f"ours is {mean['reference'] / mean['kd']:.2f}x faster than the reference's"
+                f"| {name} | {s['mean']:.4f} | {s['stddev']:.4f} | {s['rounds']} | {first} |"
             )
-    return "\n".join(lines) + "\n"
+        lines += ["", *ratios(rows), ""]
+    return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def main(groups: list[str]) -> int:
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        print(
+            f"error: unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}", file=sys.stderr
+        )
+        return 2
     OUT.mkdir(parents=True, exist_ok=True)
-    raw = OUT / "benchmarks.json.partial"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(REPO / "benchmarks"),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--benchmark-json={raw}",
-        *argv,
-    ]
-    code = subprocess.call(cmd, cwd=REPO)
-    if code != 0:
-        raw.unlink(missing_ok=True)
-        return code
-    data = json.loads(raw.read_text())
-    write_text_atomic(OUT / "benchmarks.json", json.dumps(data, indent=1))
-    raw.unlink()
-    command = shlex.join(["python", "bench/benchmarks.py", *argv])
-    summary = summarize(data, command, git_commit())
+    commit = git_commit()
+    for group in groups or GROUPS:
+        raw = OUT / f".{group}.json.partial"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "benchmarks" / f"test_{group}_speed.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={raw}",
+        ]
+        code = subprocess.call(cmd, cwd=REPO)
+        if code != 0:
+            raw.unlink(missing_ok=True)
+            return code
+        data = json.loads(raw.read_text())
+        data["command"] = shlex.join(["python", "bench/benchmarks.py", group])
+        data["commit"] = commit
+        write_text_atomic(OUT / f"{group}.json", json.dumps(data, indent=1))
+        raw.unlink()
+    found = {
+        g: json.loads((OUT / f"{g}.json").read_text())
+        for g in GROUPS
+        if (OUT / f"{g}.json").is_file()
+    }
+    summary = summarize(found)
     write_text_atomic(OUT / "summary.md", summary)
     print(summary)
     return 0

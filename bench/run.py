@@ -30,6 +30,7 @@ from kdcore.experiment import (
     load_or_train_teacher,
     load_teacher_weights,
     prepare_data,
+    prepare_teacher_outputs,
 )
 from kdcore.grid import GridError, run_grid
 from kdcore.losses import parse_variant
@@ -54,8 +55,11 @@ def run(cfg: DictConfig) -> list[Path]:
     )
     needs_teacher = any(parse_variant(v).terms for v in cfg.variants)
     teacher = load_or_train_teacher(cfg, data, splits, log) if needs_teacher else None
+    weights = load_teacher_weights(teacher.path) if teacher else None
+    if teacher and cfg.kd.teacher_cache:
+        prepare_teacher_outputs(cfg, data, splits, weights, log)
     log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
-    rows = run_grid(cfg, load_teacher_weights(teacher.path) if teacher else None, log)
+    rows = run_grid(cfg, weights, log)
     trials = pd.DataFrame(rows)
     report = render_report(
         stem,

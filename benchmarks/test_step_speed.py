@@ -3,18 +3,22 @@
 - student: S1 forward + Dice + backward + optimiser step.
 - kd: the same plus the frozen teacher's forward under no_grad WITHOUT its reconstruction
   decoder and the four MTMS terms with persistent projection heads.
+- kd-cached: as kd, but the teacher's taps come from the float16 teacher-output cache.
 - reference: the teacher runs both decoders and the 1x1 channel maps are created anew at
   every step (the thesis code's way), otherwise as kd.
 At 256x256 (T1, batch 4, as measured in the stack notes) and at the quick profile's size
 (64x64, the width-16 teacher, batch 16).
 """
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from kdcore.data.slices import SliceData
 from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, DistillationLoss
 from kdcore.models import build_student, build_teacher
+from kdcore.teacher_outputs import teacher_outputs
 
 SETTINGS = {"paper-256": (256, 64, 4), "quick-64": (64, 16, 16)}  # size, teacher width, batch
 
@@ -29,9 +33,22 @@ def setup(setting: str):
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("kind", ["student", "kd", "reference"])
-def test_training_step(benchmark, setting, kind):
+@pytest.mark.parametrize("kind", ["student", "kd", "kd-cached", "reference"])
+def test_training_step(benchmark, setting, kind, tmp_path):
     student, teacher, x, y = setup(setting)
+    cached = None
+    if kind == "kd-cached":
+        n = len(x)
+        data = SliceData(
+            x[:, 0].numpy().astype(np.float16),
+            y[:, 0].numpy().astype(np.uint8),
+            np.zeros(n, np.int32),
+            np.arange(n, dtype=np.int32),
+            ["bench"],
+            "bench",
+        )
+        cached = teacher_outputs(teacher, data, tmp_path / "outputs")
+        benchmark.extra_info["cache_bytes_per_slice"] = cached.bytes_per_slice
     terms = () if kind == "student" else MTMS_TERMS
     objective = DistillationLoss(terms, THESIS_WEIGHTS, student.tap_channels, teacher.tap_channels)
     optimizer = torch.optim.AdamW([*student.parameters(), *objective.parameters()], 1e-3)
@@ -39,7 +56,9 @@ def test_training_step(benchmark, setting, kind):
     def step():
         taps = student(x)
         teacher_taps = None
-        if kind != "student":
+        if cached is not None:
+            teacher_taps = cached(np.arange(len(x)))
+        elif kind != "student":
             with torch.no_grad():
                 teacher_taps = teacher(x, with_recon=(kind == "reference"))
         if kind == "reference":  # fresh, untrained channel maps every step

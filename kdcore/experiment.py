@@ -32,6 +32,7 @@ from kdcore.losses import (
 )
 from kdcore.losses.distillation import term_weight
 from kdcore.models import UNet, build_student, build_teacher, count_parameters
+from kdcore.teacher_outputs import teacher_outputs
 from kdcore.training import FitSettings, evaluate, fit
 
 DATASETS = ("phantom", "msd_spleen")
@@ -231,7 +232,7 @@ def load_or_train_teacher(
 
     state = fit(
         model,
-        lambda x, y: objective(model(x), x, y),
+        lambda x, y, _idx: objective(model(x), x, y),
         data,
         splits.train,
         splits.val,
@@ -266,7 +267,23 @@ def frozen_teacher(cfg: DictConfig, weights: dict[str, torch.Tensor], device: to
     model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
     model.load_state_dict(weights)
     model.requires_grad_(False)
-    return model.eval().to(device)
+    model = model.eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def prepare_teacher_outputs(
+    cfg: DictConfig, data: SliceData, splits: Splits, weights: dict[str, torch.Tensor], log: Log
+) -> None:
+    """Write the teacher-output cache once, before trials start reading it."""
+    folder = teacher_dir(cfg, data, splits) / "outputs"
+    if not (folder / "meta.json").is_file():
+        log(f"teacher outputs: caching the taps of {len(data)} slices in {folder}")
+    outputs = teacher_outputs(
+        frozen_teacher(cfg, weights, resolve_device(cfg.device)), data, folder
+    )
+    log(f"teacher outputs: {outputs.bytes_per_slice / 1024:.0f} KiB per slice (float16)")
 
 
 def run_trial(
@@ -301,14 +318,21 @@ def run_trial(
     ).to(device)
 
     compute = maybe_compile(objective, cfg.kd.compile)
+    cached = None
+    if teacher is not None and cfg.kd.teacher_cache:
+        cached = teacher_outputs(teacher, data, teacher_dir(cfg, data, splits) / "outputs")
+    # bf16 and channels_last for the frozen teacher where the device gains from them
+    fast = device.type == "cuda"
 
-    def loss_fn(x, y):
+    def loss_fn(x, y, idx):
         taps = student(x)
         if teacher is None:
             return compute(taps, y)
-        with torch.no_grad():
+        if cached is not None:
+            return compute(taps, y, cached(idx, device))
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=fast):
             teacher_taps = teacher(x, with_recon=False)  # reconstruction decoder not run
-        return compute(taps, y, teacher_taps)
+        return compute(taps, y, {k: v.float() for k, v in teacher_taps.items()})
 
     state = fit(
         student,

@@ -19,7 +19,8 @@ from kdcore.metrics import segmentation_metrics
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 SCHEDULES = ("cosine", "constant")
 
-LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]
+# loss_fn(images, masks, slice indices) -> (loss, parts)
+LossFn = Callable[[Tensor, Tensor, np.ndarray], tuple[Tensor, dict[str, Tensor]]]
 
 
 @dataclass
@@ -133,7 +134,8 @@ def fit(
     on_epoch: Callable[[FitState, dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
 ) -> FitState:
-    """Train ``model`` with ``loss_fn(images, masks) -> (loss, parts)``; keep the best on val.
+    """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
+    on val (``idx``: the batch's slice indices, for per-slice caches).
 
     The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
     into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
@@ -167,7 +169,7 @@ def fit(
         total, count = 0.0, 0
         for idx in batches(train_idx, settings.batch_size, rng):
             x, y = to_tensors(data, idx, device)
-            loss, _ = loss_fn(x, y)
+            loss, _ = loss_fn(x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -152,6 +152,23 @@ def test_grid_runs_on_an_msd_layout_folder(tmp_path):
     assert "MSD Task09_Spleen" in (results / "grid.md").read_text()
 
 
+def test_grid_reads_teacher_taps_from_the_cache(tmp_path):
+    results = tmp_path / "r"
+    args = [
+        "profile=smoke",
+        "seeds=[0]",
+        "variants=[baseline,all]",
+        "kd.teacher_cache=true",
+        f"results_dir={results}",
+        f"work_dir={tmp_path / 'w'}",
+    ]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "teacher outputs: caching" in proc.stdout and "KiB per slice" in proc.stdout
+    assert len(pd.read_csv(results / "grid.csv")) == 2
+    assert list((tmp_path / "w" / "teachers").glob("*/outputs/dec.npy"))
+
+
 def test_label_shape_mismatch_is_reported(tmp_path):
     args = _tiny_msd_args(
         tmp_path, shapes=[(16, 16, 4)] * 5, label_shapes=[(16, 16, 4)] * 4 + [(16, 16, 3)]

@@ -34,7 +34,7 @@ def _train(data, epochs, seed, resume=None, stop_after=None):
 
     state = fit(
         model,
-        lambda x, y: loss(model(x), y),
+        lambda x, y, _idx: loss(model(x), y),
         data,
         np.arange(12),
         np.arange(12, 16),
