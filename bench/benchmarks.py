@@ -122,6 +122,11 @@ def main(groups: list[str]) -> int:
         data["commit"] = commit
         write_text_atomic(OUT / f"{group}.json", json.dumps(data, indent=1))
         raw.unlink()
+    return write_summary()
+
+
+def write_summary() -> int:
+    """Rebuild summary.md from every group's JSON."""
     found = {
         g: json.loads((OUT / f"{g}.json").read_text())
         for g in GROUPS
