@@ -1,7 +1,7 @@
 """Run the benchmarks: results/bench/<group>.json per group, and results/bench/summary.md.
 
-    python bench/benchmarks.py                 # every group: step (~1 min), loss (~30 min)
-    python bench/benchmarks.py step            # one group (benchmarks/test_<group>_speed.py)
+    python bench/benchmarks.py                 # every group: step, loss, memory (~15 min)
+    python bench/benchmarks.py step            # one group (benchmarks/test_<group>.py)
     python bench/benchmarks.py --summary       # only rebuild summary.md from the JSON files
 
 Figures, not tests: nothing asserts a speed. The summary is rebuilt from every group's
@@ -27,7 +27,7 @@ from kdcore.report import git_commit
 OUT = REPO / "results" / "bench"
 
 
-GROUPS = ("step", "loss")
+GROUPS = ("step", "loss", "memory")
 
 
 def ratios(rows: dict[str, dict]) -> list[str]:
@@ -76,15 +76,26 @@ def summarize(groups: dict[str, dict]) -> str:
             f"{machine['cpu'].get('count', '?')} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads",
             "",
-            "| benchmark | mean s | std s | rounds | first call s |",
-            "|---|---|---|---|---|",
+            "| benchmark | mean s | std s | rounds | first call s | other |",
+            "|---|---|---|---|---|---|",
         ]
         rows = {b["name"]: b for b in data["benchmarks"]}
         for name, b in rows.items():
             s, extra = b["stats"], b.get("extra_info", {})
             first = f"{extra['first_call_s']:.2f}" if "first_call_s" in extra else ""
+            other = ", ".join(
+                f"{k} {v:.1f}"
+                for k, v in extra.items()
+                if k != "first_call_s" and isinstance(v, float)
+            )
+            other += ", ".join(
+                f"{k} {v}"
+                for k, v in extra.items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            )
             lines.append(
-                f"| {name} | {s['mean']:.4f} | {s['stddev']:.4f} | {s['rounds']} | {first} |"
+                f"| {name} | {s['mean']:.4f} | {s['stddev']:.4f} | {s['rounds']} | {first} "
+                f"| {other} |"
             )
         lines += ["", *ratios(rows), ""]
     return "\n".join(lines)
@@ -107,7 +118,7 @@ def main(groups: list[str]) -> int:
             sys.executable,
             "-m",
             "pytest",
-            str(REPO / "benchmarks" / f"test_{group}_speed.py"),
+            str(REPO / "benchmarks" / f"test_{group}.py"),
             "-q",
             "-p",
             "no:cacheprovider",
