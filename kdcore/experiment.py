@@ -367,10 +367,14 @@ def run_trial(
 
 
 __all__ = [
+    "TRIAL_COLUMNS",
     "TeacherRecord",
     "check_config",
     "dataset_label",
+    "frozen_teacher",
     "load_or_train_teacher",
+    "load_teacher_weights",
     "prepare_data",
+    "prepare_teacher_outputs",
     "run_trial",
 ]
