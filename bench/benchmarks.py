@@ -84,14 +84,9 @@ def summarize(groups: dict[str, dict]) -> str:
             s, extra = b["stats"], b.get("extra_info", {})
             first = f"{extra['first_call_s']:.2f}" if "first_call_s" in extra else ""
             other = ", ".join(
-                f"{k} {v:.1f}"
+                f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                 for k, v in extra.items()
-                if k != "first_call_s" and isinstance(v, float)
-            )
-            other += ", ".join(
-                f"{k} {v}"
-                for k, v in extra.items()
-                if isinstance(v, int) and not isinstance(v, bool)
+                if k != "first_call_s" and isinstance(v, int | float) and not isinstance(v, bool)
             )
             lines.append(
                 f"| {name} | {s['mean']:.4f} | {s['stddev']:.4f} | {s['rounds']} | {first} "

@@ -37,10 +37,8 @@ def taps(shapes, requires_grad: bool):
     return {k: torch.randn(BATCH, *s).requires_grad_(requires_grad) for k, s in shapes.items()}
 
 
-@pytest.mark.parametrize("mode", ["eager", "compiled"])
-@pytest.mark.parametrize("terms", SUBSETS)
-@pytest.mark.parametrize("student", list(STUDENTS))
-def test_kd_loss_fwd_bwd(benchmark, student, terms, mode):
+def kd_case(student: str, terms: str, mode: str):
+    """(loss function, student taps, target, teacher taps) of one benchmark case."""
     model = STUDENTS[student]
     s_taps = taps(tap_shapes(model, SIZE), requires_grad=True)
     t_taps = taps(T1_TAPS, requires_grad=False)
@@ -49,6 +47,14 @@ def test_kd_loss_fwd_bwd(benchmark, student, terms, mode):
         terms.split("+"), THESIS_WEIGHTS, model.tap_channels, {k: s[0] for k, s in T1_TAPS.items()}
     )
     fn = CompiledLoss(objective) if mode == "compiled" else objective
+    return fn, s_taps, target, t_taps
+
+
+@pytest.mark.parametrize("mode", ["eager", "compiled"])
+@pytest.mark.parametrize("terms", SUBSETS)
+@pytest.mark.parametrize("student", list(STUDENTS))
+def test_kd_loss_fwd_bwd(benchmark, student, terms, mode):
+    fn, s_taps, target, t_taps = kd_case(student, terms, mode)
 
     def step():
         total, _ = fn(s_taps, target, t_taps)

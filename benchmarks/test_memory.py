@@ -9,10 +9,9 @@ inputs themselves (taps of batch 20 at 256x256) are excluded.
 import pytest
 import torch
 
-from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, CompiledLoss, DistillationLoss
-from kdcore.models import build_student
+from kdcore.losses import MTMS_TERMS
 
-from .test_loss import BATCH, SIZE, T1_TAPS, tap_shapes, taps
+from .test_loss import kd_case
 
 
 def saved_bytes(fn, *args) -> tuple[int, torch.Tensor]:
@@ -38,14 +37,7 @@ def _tensors(a):
 @pytest.mark.parametrize("terms", ["+".join(MTMS_TERMS), "bottleneck", "dec"])
 @pytest.mark.parametrize("student", ["S1", "S2"])
 def test_saved_for_backward(benchmark, student, terms, mode):
-    model = build_student({"S1": 16, "S2": 32}[student])
-    s_taps = taps(tap_shapes(model, SIZE), requires_grad=True)
-    t_taps = taps(T1_TAPS, requires_grad=False)
-    target = (torch.rand(BATCH, 1, SIZE, SIZE) > 0.9).float()
-    objective = DistillationLoss(
-        terms.split("+"), THESIS_WEIGHTS, model.tap_channels, {k: s[0] for k, s in T1_TAPS.items()}
-    )
-    fn = CompiledLoss(objective) if mode == "compiled" else objective
+    fn, s_taps, target, t_taps = kd_case(student, terms, mode)
     fn(s_taps, target, t_taps)[0].backward()  # compile first: count steady-state graphs
     nbytes, total = benchmark.pedantic(
         saved_bytes, args=(fn, s_taps, target, t_taps), rounds=1, iterations=1
