@@ -42,7 +42,7 @@ def ratios(rows: dict[str, dict]) -> list[str]:
     for setting in ("paper-256", "quick-64"):
         step = {
             k: mean.get(f"test_training_step[{k}-{setting}]")
-            for k in ("student", "kd", "kd-cached", "reference")
+            for k in ("student", "kd", "kd-cached", "kd-cached-compiled", "reference")
         }
         if step["student"] and step["kd"] and step["reference"]:
             line = (
@@ -52,6 +52,9 @@ def ratios(rows: dict[str, dict]) -> list[str]:
             )
             if step["kd-cached"]:
                 line += f"; with the teacher cache {step['kd-cached'] / step['student']:.2f}x"
+            if step["kd-cached-compiled"]:
+                cached_compiled = step["kd-cached-compiled"] / step["student"]
+                line += f", and with the loss compiled too {cached_compiled:.2f}x"
             lines.append(line)
     return lines
 

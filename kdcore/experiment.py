@@ -31,7 +31,7 @@ from kdcore.losses import (
     parse_variant,
 )
 from kdcore.losses.distillation import term_weight
-from kdcore.models import UNet, build_student, build_teacher, count_parameters
+from kdcore.models import UNet, build_student, build_teacher, count_parameters, freeze, teacher_taps
 from kdcore.teacher_outputs import teacher_outputs
 from kdcore.training import FitSettings, evaluate, fit
 
@@ -263,14 +263,10 @@ def load_teacher_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def frozen_teacher(cfg: DictConfig, weights: dict[str, torch.Tensor], device: torch.device) -> UNet:
-    """The teacher built from its config and weights, frozen, in eval mode."""
+    """The teacher built from its config and weights, frozen (``models.freeze``)."""
     model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
     model.load_state_dict(weights)
-    model.requires_grad_(False)
-    model = model.eval().to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return freeze(model.to(device))
 
 
 def prepare_teacher_outputs(
@@ -321,8 +317,6 @@ def run_trial(
     cached = None
     if teacher is not None and cfg.kd.teacher_cache:
         cached = teacher_outputs(teacher, data, teacher_dir(cfg, data, splits) / "outputs")
-    # bf16 and channels_last for the frozen teacher where the device gains from them
-    fast = device.type == "cuda"
 
     def loss_fn(x, y, idx):
         taps = student(x)
@@ -330,9 +324,7 @@ def run_trial(
             return compute(taps, y)
         if cached is not None:
             return compute(taps, y, cached(idx, device))
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=fast):
-            teacher_taps = teacher(x, with_recon=False)  # reconstruction decoder not run
-        return compute(taps, y, {k: v.float() for k, v in teacher_taps.items()})
+        return compute(taps, y, teacher_taps(teacher, x))
 
     state = fit(
         student,

@@ -1,5 +1,14 @@
 """Teacher and student networks."""
 
+from kdcore.models.frozen import freeze, teacher_taps
 from kdcore.models.unet import TAPS, UNet, build_student, build_teacher, count_parameters
 
-__all__ = ["TAPS", "UNet", "build_student", "build_teacher", "count_parameters"]
+__all__ = [
+    "TAPS",
+    "UNet",
+    "build_student",
+    "build_teacher",
+    "count_parameters",
+    "freeze",
+    "teacher_taps",
+]

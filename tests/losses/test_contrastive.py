@@ -47,3 +47,16 @@ def test_projecting_then_resizing_equals_resizing_then_projecting():
     up = torch.nn.functional.interpolate(teacher, size=(8, 8), mode="bilinear")
     a = torch.nn.functional.interpolate(loss.head(teacher), size=(8, 8), mode="bilinear")
     assert torch.allclose(a, loss.head(up))
+
+
+def test_info_nce_gradients_match_normalising_first():
+    torch.manual_seed(0)
+    s = torch.randn(5, 40, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 40, dtype=torch.float64, requires_grad=True)
+    info_nce(s, t, 0.4).backward()
+    grads = s.grad.clone(), t.grad.clone()
+    s.grad = t.grad = None
+    normalised = torch.nn.functional.normalize
+    logits = normalised(s, dim=1) @ normalised(t, dim=1).T / 0.4
+    torch.nn.functional.cross_entropy(logits, torch.arange(5)).backward()
+    assert torch.allclose(grads[0], s.grad) and torch.allclose(grads[1], t.grad)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kdcore.models import build_student, build_teacher, count_parameters
+from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, DistillationLoss
+from kdcore.models import build_student, build_teacher, count_parameters, freeze, teacher_taps
 
 
 @pytest.mark.parametrize(
@@ -47,3 +48,23 @@ def test_teacher_skips_reconstruction_decoder_when_distilling():
 def test_width_multiplier_makes_a_student_family():
     sizes = [count_parameters(build_student(w)) for w in (8, 16, 32, 64)]
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def test_frozen_teacher_taps_match_eval_mode_and_can_feed_trained_heads():
+    torch.manual_seed(0)
+    teacher, student = build_teacher(4, 2), build_student(4)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = teacher.eval()(x, with_recon=False)
+    taps = teacher_taps(freeze(teacher), x)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert set(taps) == set(expected)
+    for name, tap in taps.items():
+        assert tap.dtype == torch.float32 and tap.is_contiguous() and not tap.is_inference()
+        assert torch.allclose(tap, expected[name], atol=1e-5)
+    # the heads save the taps for backward: inference tensors would raise here
+    channels = student.tap_channels, teacher.tap_channels
+    objective = DistillationLoss(MTMS_TERMS, THESIS_WEIGHTS, *channels)
+    loss, _ = objective(student(x), (x[:, :1] > 0.5).float(), taps)
+    loss.backward()
+    assert all(p.grad is not None for p in objective.parameters())
