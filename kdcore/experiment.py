@@ -105,6 +105,11 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is empty: give at least one")
         if len(set(values)) < len(values):
             raise ConfigError(f"{key} lists a value twice: {values}")
+    if cfg.kd.teacher_cache and cfg.student.fit.augment:
+        raise ConfigError(
+            "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "
+            "cannot be used with student.fit.augment=true: set one of them to false"
+        )
     if cfg.teacher.depth < 2:
         raise ConfigError(f"teacher.depth must be at least 2, got {cfg.teacher.depth}")
     if cfg.image_size % 2**cfg.teacher.depth:

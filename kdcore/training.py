@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdcore.augment import augment_batch, augmenter
 from kdcore.data.slices import SliceData
 from kdcore.errors import ConfigError
 from kdcore.metrics import segmentation_metrics
@@ -35,6 +36,7 @@ class FitSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.0
     schedule: str = "cosine"
+    augment: bool = False  # random flips / 90-degree rotations of training slices (MONAI)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -140,7 +142,8 @@ def fit(
     The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
     into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
     with the model. Batch order depends only on (seed, epoch), so a resumed run sees the
-    same batches. ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict
+    same batches (and, with ``settings.augment``, the same augmentations). ``on_epoch(state,
+    checkpoint)`` gets a resumable checkpoint dict
     (``resume`` takes the same dict back).
     """
     device = model_device(model)
@@ -166,9 +169,14 @@ def fit(
     while state.epoch < settings.epochs:
         start = time.perf_counter()
         rng = np.random.default_rng([seed, state.epoch])
+        augment = None
+        if settings.augment:  # its own stream: batch order stays as without augmentation
+            augment = augmenter(int(np.random.default_rng([seed, state.epoch, 1]).integers(2**31)))
         total, count = 0.0, 0
         for idx in batches(train_idx, settings.batch_size, rng):
             x, y = to_tensors(data, idx, device)
+            if augment is not None:
+                x, y = augment_batch(augment, x, y)
             loss, _ = loss_fn(x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -120,6 +120,10 @@ BAD_INPUTS = {
         ["variants=[baseline,bottleneck]", "student.fit.batch_size=1"],
         "batch_size must be at least 2",
     ),
+    "teacher cache with augmentation": (
+        ["kd.teacher_cache=true", "student.fit.augment=true"],
+        "cannot be used with student.fit.augment=true",
+    ),
 }
 
 

@@ -22,7 +22,7 @@ def test_unknown_optimizer_is_rejected():
         FitSettings(epochs=1, batch_size=2, optimizer="lion")
 
 
-def _train(data, epochs, seed, resume=None, stop_after=None):
+def _train(data, epochs, seed, resume=None, stop_after=None, augment=False):
     torch.manual_seed(seed)
     model = build_student(4)
     loss = DistillationLoss((), THESIS_WEIGHTS)
@@ -38,7 +38,7 @@ def _train(data, epochs, seed, resume=None, stop_after=None):
         data,
         np.arange(12),
         np.arange(12, 16),
-        FitSettings(epochs=epochs, batch_size=4),
+        FitSettings(epochs=epochs, batch_size=4, augment=augment),
         seed,
         on_epoch=on_epoch,
         resume=resume,
@@ -55,10 +55,11 @@ def _roundtrip(obj):
     return buf
 
 
-def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path, augment):
     data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
-    straight, state, saved = _train(data, epochs=3, seed=0, stop_after=1)
-    resumed, state2, _ = _train(data, epochs=3, seed=0, resume=saved)
+    straight, state, saved = _train(data, epochs=3, seed=0, stop_after=1, augment=augment)
+    resumed, state2, _ = _train(data, epochs=3, seed=0, resume=saved, augment=augment)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert state.best_epoch == state2.best_epoch and len(state2.history) == 3
