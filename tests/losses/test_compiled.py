@@ -27,29 +27,33 @@ def batch(size: int, seed: int = 0):
     return x, y, t
 
 
-def loss_and_grads(objective, call, x, y, t):
-    student = copy.deepcopy(STUDENT)
-    total, parts = call(student(x), y, t)
+def loss_and_grads(objective, call, x, y, t, device, bf16):
+    student = copy.deepcopy(STUDENT).to(device)
+    x, y, t = x.to(device), y.to(device), {k: v.to(device) for k, v in t.items()}
+    with torch.autocast(device, torch.bfloat16, enabled=bf16):
+        total, parts = call(student(x), y, t)
     total.backward()
     grads = [p.grad for p in (*student.parameters(), *objective.parameters())]
     return total.detach(), parts, grads
 
 
-def check_agreement(terms):
+def check_agreement(terms, device="cpu", bf16=False, rtol=1e-5):
+    """Compiled vs eager: losses to ``rtol``, gradients to ``rtol`` of their norm."""
     torch.manual_seed(0)
     eager = DistillationLoss(terms, THESIS_WEIGHTS, STUDENT.tap_channels, TEACHER.tap_channels)
+    eager.to(device)
     twin = copy.deepcopy(eager)
     x, y, t = batch(4)
-    e_total, e_parts, e_grads = loss_and_grads(eager, eager, x, y, t)
-    c_total, c_parts, c_grads = loss_and_grads(twin, CompiledLoss(twin), x, y, t)
-    assert torch.allclose(c_total, e_total, rtol=1e-5, atol=1e-7)
+    e_total, e_parts, e_grads = loss_and_grads(eager, eager, x, y, t, device, bf16)
+    c_total, c_parts, c_grads = loss_and_grads(twin, CompiledLoss(twin), x, y, t, device, bf16)
+    assert torch.allclose(c_total, e_total, rtol=rtol, atol=1e-7)
     for k in e_parts:
-        assert torch.allclose(c_parts[k], e_parts[k], rtol=1e-5, atol=1e-7), k
+        assert torch.allclose(c_parts[k], e_parts[k], rtol=rtol, atol=1e-7), k
     scale = max(float(b.norm()) for b in e_grads)
     for a, b in zip(c_grads, e_grads, strict=True):
         # relative to the tensor's norm; the small absolute part covers gradients that are
         # 0 in exact arithmetic (conv biases before batch norm), i.e. rounding noise
-        assert (a - b).norm() <= 1e-5 * b.norm() + 1e-6 * scale
+        assert (a - b).norm() <= rtol * b.norm() + rtol / 10 * scale
 
 
 def test_compiled_matches_eager_for_all_mtms_terms():
@@ -63,6 +67,14 @@ SUBSETS = [s for r in range(1, 5) for s in itertools.combinations(MTMS_TERMS, r)
 @pytest.mark.parametrize("terms", SUBSETS, ids="+".join)
 def test_compiled_matches_eager_for_every_scale_subset(terms):
     check_agreement(terms)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("terms", [MTMS_TERMS, ("dec",), ("pmd",)], ids="+".join)
+def test_compiled_matches_eager_in_bf16_autocast_on_gpu(terms):
+    """bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4%); eager and Triton kernels
+    round and accumulate in different orders, so the documented tolerance is 2%."""
+    check_agreement(terms, device="cuda", bf16=True, rtol=2e-2)
 
 
 def test_one_compile_per_shape_and_no_recompile_in_later_epochs():
