@@ -14,13 +14,19 @@ logger = logging.getLogger(__name__)
 class CompiledLoss:
     """Call ``torch.compile(module)`` (inductor: C++ on CPU, Triton on CUDA).
 
-    ``dynamic=False``: one graph per input shape, so a grid compiles once for the full
+    ``dynamic=False``: one graph per input shape, so a trial compiles once for the full
     batch and once for the short last batch, then never again. Where compilation is not
     available (no compiler, unsupported platform) the first failure is logged and the
     eager module is used from then on.
+
+    Making one resets Dynamo's caches: every objective compiles the same
+    ``DistillationLoss.forward``, and once a process (a reused Ray actor, a benchmark
+    session) has compiled it for 8 term sets or shapes, Dynamo silently runs it eagerly.
+    One compiled objective per process at a time is what a trial needs.
     """
 
     def __init__(self, module: nn.Module):
+        torch._dynamo.reset()
         self.module = module
         self.compiled = torch.compile(module, dynamic=False)
         self.eager = False

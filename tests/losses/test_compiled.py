@@ -99,6 +99,19 @@ def test_one_compile_per_shape_and_no_recompile_in_later_epochs():
     assert not compiled.eager
 
 
+def test_later_objectives_still_compile_after_many_others():
+    # past Dynamo's recompile limit (8; 2 here, to keep the test short) an objective
+    # would silently run eagerly
+    counters.clear()
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for size in (2, 3, 4):  # trials of other batch sizes: new graphs each
+            before = counters["stats"]["unique_graphs"]
+            objective = DistillationLoss(("pmd",), THESIS_WEIGHTS)
+            x, y, t = batch(size)
+            CompiledLoss(objective)(STUDENT(x), y, t)[0].backward()
+            assert counters["stats"]["unique_graphs"] > before, size
+
+
 def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
     objective = DistillationLoss(("pmd",), THESIS_WEIGHTS)
     compiled = CompiledLoss(objective)
