@@ -1,6 +1,6 @@
 """Run the benchmarks: results/bench/<group>.json per group, and results/bench/summary.md.
 
-    python bench/benchmarks.py                 # every group: step, loss, memory (~15 min)
+    python bench/benchmarks.py                 # every group: step, loss, memory (~8 min on 2 cores)
     python bench/benchmarks.py step            # one group (benchmarks/test_<group>.py)
     python bench/benchmarks.py --summary       # only rebuild summary.md from the JSON files
 

@@ -142,9 +142,9 @@ def fit(
     The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
     into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
     with the model. Batch order depends only on (seed, epoch), so a resumed run sees the
-    same batches (and, with ``settings.augment``, the same augmentations). ``on_epoch(state,
-    checkpoint)`` gets a resumable checkpoint dict
-    (``resume`` takes the same dict back).
+    same batches (and, with ``settings.augment``, the same augmentations).
+    ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
+    same dict back).
     """
     device = model_device(model)
     params = list(model.parameters())
