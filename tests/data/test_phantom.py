@@ -1,10 +1,46 @@
+import hashlib
+
 import nibabel as nib
 import numpy as np
+import pytest
 
 from kdcore.data.msd import list_cases
 from kdcore.data.phantom import generate_patient, patient_seed, write_phantom_dataset
 
 SHAPE, SPACING = (64, 64, 16), (5.6, 5.6, 12.0)
+
+# Golden values: sha256 of image.tobytes() + label.tobytes(). They pin the phantom byte for
+# byte, so a refactoring (or a reordered random draw) cannot change it unnoticed. Change them
+# only on purpose, when the phantom's anatomy or imaging is changed deliberately.
+GOLDEN = [
+    (
+        patient_seed(0, 0),
+        (48, 48, 12),
+        (7.5, 7.5, 10.0),
+        "ded0edfb6a5fb3db3508647529433fd4a63d7842e12238531ba31b94d7d43495",
+    ),
+    (
+        patient_seed(0, 1),
+        (48, 48, 12),
+        (7.5, 7.5, 10.0),
+        "bd6e944552e31e2f3512b49431fba919d70ba19860b78e1def987440c38f9f39",
+    ),
+    (
+        patient_seed(0, 2),
+        (48, 48, 12),
+        (7.5, 7.5, 10.0),
+        "4b2f0107b7abd3b193bbaedd8693fbbaa98e4f9f27a813a2b67afcabed095a56",
+    ),
+    (3, SHAPE, SPACING, "aafcd1006f49d82ee86d8fda9a858656a0b2ba64335d9bce34516b38e29be191"),
+]
+
+
+@pytest.mark.parametrize("seed, shape, spacing, digest", GOLDEN)
+def test_phantom_output_is_pinned(seed, shape, spacing, digest):
+    image, label = generate_patient(seed, shape, spacing)
+    assert image.dtype == np.int16 and label.dtype == np.uint8
+    assert image.shape == label.shape == shape
+    assert hashlib.sha256(image.tobytes() + label.tobytes()).hexdigest() == digest
 
 
 def test_generator_is_deterministic_from_the_seed():
