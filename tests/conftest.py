@@ -17,23 +17,39 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+TINY_AFFINE = np.diag([1.5, 1.5, 5.0, 1.0])
+
+
 def write_msd_folder(
-    root: Path, shapes: list[tuple[int, int, int]], label_shapes: list | None = None, seed: int = 0
+    root: Path,
+    shapes: list[tuple[int, int, int]],
+    label_shapes: list | None = None,
+    seed: int = 0,
+    *,
+    labels: dict[int, np.ndarray] | None = None,
+    label_affines: dict[int, np.ndarray] | None = None,
 ) -> Path:
-    """Write a small MSD-layout dataset: HU images with a bright box as the 'spleen'."""
+    """Write a small MSD-layout dataset: HU images with a bright box as the 'spleen'.
+
+    ``labels`` / ``label_affines`` replace the label array / affine of the cases
+    (by index) they name; the others get the box label and TINY_AFFINE.
+    """
     rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     label_shapes = label_shapes or shapes
+    labels, label_affines = labels or {}, label_affines or {}
     training = []
     for i, (shape, lshape) in enumerate(zip(shapes, label_shapes, strict=True)):
         image = rng.normal(40, 10, shape).astype(np.int16)
         label = np.zeros(lshape, np.uint8)
         label[2:6, 3:7, 1:3] = 1
         image[2:6, 3:7, 1:3] += 80
-        affine = np.diag([1.5, 1.5, 5.0, 1.0])
+        label = labels.get(i, label)
+        affine = TINY_AFFINE
+        label_affine = label_affines.get(i, affine)
         nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case_{i}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, label_affine), root / "labelsTr" / f"case_{i}.nii.gz")
         training.append(
             {"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"}
         )

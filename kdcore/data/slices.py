@@ -11,25 +11,53 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage, Resize, ScaleIntensityRange
 
+from kdcore.data.checks import check_image, check_pair, label_mask, read_volume
 from kdcore.data.msd import Case
 from kdcore.errors import ConfigError
 from kdcore.io import atomic_dir
 
-CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
+CACHE_VERSION = 2  # bump when the preprocessing code changes what it writes
 
 
 @dataclass(frozen=True)
 class SliceSettings:
-    """How volumes become slices: HU window scaled to [0, 1], then in-plane resize."""
+    """How volumes become slices: HU window scaled to [0, 1], then in-plane resize.
+
+    Label voxels whose value is in ``foreground`` become 1, those in ``background`` 0;
+    any other label value is an error (e.g. a multi-organ label map needs
+    ``foreground=(1,), background=(0, 2, 3)``).
+    """
 
     window: tuple[float, float] = (0.0, 255.0)  # thesis: raw HU clipped to [0, 255]
     image_size: int = 256
+    foreground: tuple[int, ...] = (1,)
+    background: tuple[int, ...] = (0,)
 
     def __post_init__(self):
         if not self.window[0] < self.window[1]:
             raise ConfigError(f"window must be [low, high] with low < high, got {self.window}")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        for name in ("foreground", "background"):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+            ):
+                raise ConfigError(
+                    f"data.{name} must be a list of integer label values, got {values!r}"
+                )
+            object.__setattr__(self, name, tuple(int(v) for v in values))
+        if not self.foreground:
+            raise ConfigError(
+                "data.foreground is empty: list the label values of the organ, e.g. "
+                "data.foreground=[1]"
+            )
+        both = sorted(set(self.foreground) & set(self.background))
+        if both:
+            raise ConfigError(
+                f"label values {both} are in both data.foreground={list(self.foreground)} "
+                f"and data.background={list(self.background)}; put each value in one of them"
+            )
 
 
 @dataclass
@@ -52,18 +80,24 @@ class SliceData:
 
 
 def preprocess_volume(
-    image: torch.Tensor, label: torch.Tensor, settings: SliceSettings
+    image: torch.Tensor,
+    label: torch.Tensor,
+    settings: SliceSettings,
+    label_path: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, Y, Z) HU volume and label -> (Z, S, S) float16 images and uint8 masks.
 
-    Image: window clipped and scaled to [0, 1], bilinear resize. Mask: nearest resize
-    (the reference's linear interpolation gave soft label edges).
+    Image: window clipped and scaled to [0, 1], bilinear resize. Label: values mapped to
+    {0, 1} by ``settings.foreground`` / ``settings.background`` (ConfigError naming
+    ``label_path`` on any other value), then nearest resize (the reference's linear
+    interpolation gave soft label edges).
     """
     lo, hi = settings.window
     image = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image.float())
     size = (settings.image_size, settings.image_size, image.shape[-1])
     image = Resize(size, mode="trilinear", align_corners=False)(image[None])[0]
-    label = Resize(size, mode="nearest")(label[None].float())[0]
+    mask = label_mask(label, settings.foreground, settings.background, label_path)
+    label = Resize(size, mode="nearest")(mask[None].float())[0]
     image = torch.as_tensor(image).permute(2, 0, 1).numpy().astype(np.float16)
     label = (torch.as_tensor(label).permute(2, 0, 1).numpy() > 0.5).astype(np.uint8)
     return image, label
@@ -96,19 +130,27 @@ def load_slices(cases: list[Case], settings: SliceSettings, cache_dir: str | Pat
     return SliceData(case_names=meta["case_names"], key=key, **arrays)
 
 
+def read_case(case: Case, loader: LoadImage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked (image, label) volumes of ``case``.
+
+    ConfigError naming the file if either cannot be read as NIfTI, the image is not a 3D
+    volume large enough to slice or has non-finite voxels, or the label's shape or affine
+    differs from the image's. Label values are checked by ``preprocess_volume``.
+    """
+    loader = loader or LoadImage(image_only=True)
+    image = read_volume(loader, case.image, "image")
+    label = read_volume(loader, case.label, "label")
+    check_image(image, case.image)
+    check_pair(image, label, case.image, case.label)
+    return image, label
+
+
 def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> None:
     loader = LoadImage(image_only=True)
     images, masks, case_ids, zs = [], [], [], []
     for i, case in enumerate(cases):
-        image, label = loader(case.image), loader(case.label)
-        if image.ndim != 3:
-            raise ConfigError(f"{case.image} has shape {tuple(image.shape)}; expected a 3D volume")
-        if image.shape != label.shape:
-            raise ConfigError(
-                f"label {case.label} has shape {tuple(label.shape)} but its image "
-                f"{case.image} has shape {tuple(image.shape)}; they must match voxel for voxel"
-            )
-        img, msk = preprocess_volume(image, label, settings)
+        image, label = read_case(case, loader)
+        img, msk = preprocess_volume(image, label, settings, case.label)
         images.append(img)
         masks.append(msk)
         case_ids.append(np.full(len(img), i, dtype=np.int32))
