@@ -1,8 +1,8 @@
 """Run the benchmarks: results/bench/<group>.json per group, and results/bench/summary.md.
 
-    python bench/benchmarks.py                 # every group: step, loss, memory (~8 min on 2 cores)
-    python bench/benchmarks.py step            # one group (benchmarks/test_<group>.py)
-    python bench/benchmarks.py --summary       # only rebuild summary.md from the JSON files
+    python bench/perf.py                 # every group: step, loss, memory (~8 min on 2 cores)
+    python bench/perf.py step            # one group (perf/test_<group>.py)
+    python bench/perf.py --summary       # only rebuild summary.md from the JSON files
 
 Figures, not tests: nothing asserts a speed. The summary is rebuilt from every group's
 JSON as pytest-benchmark wrote it; each group records its own command, commit and time.
@@ -64,7 +64,7 @@ def summarize(groups: dict[str, dict]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python bench/benchmarks.py` from the JSON beside"
+        "Written by `python bench/perf.py` from the JSON beside"
         " this file. Ratios compare numbers of the same run on the same machine.",
         "",
     ]
@@ -116,7 +116,7 @@ def main(groups: list[str]) -> int:
             sys.executable,
             "-m",
             "pytest",
-            str(REPO / "benchmarks" / f"test_{group}.py"),
+            str(REPO / "perf" / f"test_{group}.py"),
             "-q",
             "-p",
             "no:cacheprovider",
@@ -127,7 +127,7 @@ def main(groups: list[str]) -> int:
             raw.unlink(missing_ok=True)
             return code
         data = json.loads(raw.read_text())
-        data["command"] = shlex.join(["python", "bench/benchmarks.py", group])
+        data["command"] = shlex.join(["python", "bench/perf.py", group])
         data["commit"] = commit
         write_text_atomic(OUT / f"{group}.json", json.dumps(data, indent=1))
         raw.unlink()

@@ -1,12 +1,14 @@
-"""Run a grid of distillation trials and write its comparison tables.
+"""Run a grid of distillation trials and write its comparison table.
 
     python bench/run.py ablation=scales                   # quick profile, phantom CT
     python bench/run.py ablation=scales profile=smoke     # the whole grid in ~2 minutes
     python bench/run.py ablation=scales data=msd_spleen data.root=/data/msd profile=paper
     RAY_ADDRESS=auto python bench/run.py ablation=scales  # on an existing Ray cluster
 
-Steps: check the config, prepare the data (generated or loaded, cached), train or reuse
-the teacher, run one Ray Tune trial per (variant, seed), write results_dir/<name>.{csv,md}.
+Steps (``kdcore.run_job``): check the config, prepare the data (generated or loaded,
+cached), train or reuse the teacher, run one Ray Tune trial per (variant, seed), write
+the table under results_dir/<ablation>/<settings>/ and the index results_dir/index.md.
+Bad input ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,70 +22,37 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hydra
-import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kdcore.errors import ConfigError
-from kdcore.experiment import (
-    check_config,
-    dataset_label,
-    load_or_train_teacher,
-    load_teacher_weights,
-    prepare_data,
-    prepare_teacher_outputs,
-)
-from kdcore.grid import GridError, run_grid
-from kdcore.losses import parse_variant
-from kdcore.report import git_commit, render_report, summarize, summary_markdown, write_tables
+from kdcore.errors import KDBenchError
+
+BAD_INPUT = 2
+started = False  # set once Hydra has composed the config and the job begins
 
 
 def log(message: str) -> None:
     print(f"[kdbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run(cfg: DictConfig) -> list[Path]:
-    """The whole job; returns the written result files."""
-    start = time.perf_counter()
-    check_config(cfg)
-    stem = f"ablation_{cfg.ablation_name}" if cfg.ablation_name else "grid"
-    command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
-    commit = git_commit()
-    data, splits = prepare_data(cfg, log)
-    log(
-        f"data: {dataset_label(cfg)}: {len(data)} slices; train {len(splits.train)}, "
-        f"student {len(splits.student)}, val {len(splits.val)}, test {len(splits.test)}"
-    )
-    needs_teacher = any(parse_variant(v).terms for v in cfg.variants)
-    teacher = load_or_train_teacher(cfg, data, splits, log) if needs_teacher else None
-    weights = load_teacher_weights(teacher.path) if teacher else None
-    if teacher and cfg.kd.teacher_cache:
-        prepare_teacher_outputs(cfg, data, splits, weights, log)
-    log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
-    rows = run_grid(cfg, weights, log)
-    trials = pd.DataFrame(rows)
-    report = render_report(
-        stem,
-        trials,
-        teacher.meta if teacher else None,
-        dataset_label(cfg),
-        command,
-        OmegaConf.to_yaml(cfg, resolve=True),
-        commit,
-    )
-    paths = write_tables(Path(cfg.results_dir), stem, trials, report)
-    print(summary_markdown(summarize(trials)))
-    log(f"wrote {', '.join(map(str, paths))} in {time.perf_counter() - start:.0f}s")
-    return paths
-
-
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    global started
+    started = True
+    from kdcore import run_job
+
     try:
-        run(cfg)
-    except (ConfigError, GridError) as err:
+        run_job(cfg, shlex.join(["python", "bench/run.py", *sys.argv[1:]]), log)
+    except KDBenchError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(BAD_INPUT)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        # Hydra exits with 1 when an override is bad (unknown key, group option or
+        # syntax), before the job starts: that is bad input too.
+        if stop.code == 1 and not started:
+            sys.exit(BAD_INPUT)
+        raise

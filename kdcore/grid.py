@@ -1,15 +1,17 @@
 """A grid of student trials (variant x seed) run with Ray Tune.
 
-Local Ray by default; an existing cluster when ``ray.address`` (or RAY_ADDRESS) names
-one. Each trial checkpoints every few epochs, and a grid interrupted for any reason
-resumes where it stopped when the same command runs again.
+A fresh local Ray by default; an existing cluster when ``ray.address`` (or RAY_ADDRESS)
+names one. Each trial checkpoints every few epochs, and a grid interrupted for any
+reason resumes where it stopped when the same command runs again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +23,59 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.errors import ConfigError  # noqa: E402
-from kdcore.experiment import TRIAL_COLUMNS, Log, as_dict, run_trial, stable_hash  # noqa: E402
+from kdcore.config import as_dict, stable_hash  # noqa: E402
+from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
+from kdcore.progress import Progress  # noqa: E402
+from kdcore.report import TRIAL_COLUMNS  # noqa: E402
+from kdcore.trial import run_trial  # noqa: E402
+
+Log = Callable[[str], None]
 
 
 class ProgressLog(tune.Callback):
-    """One line per trial start and end, instead of Ray's per-trial tables."""
+    """One line per trial start and end with done/total and the time left, instead of
+    Ray's per-trial tables."""
 
     def __init__(self, total: int, log: Log):
         self.total, self.log = total, log
+        self.progress: Progress | None = None
 
     @staticmethod
     def _name(trial) -> str:
         return f"{trial.config['variant']} seed {trial.config['seed']}"
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if self.progress is None:  # trials finished before a resume do not set the pace
+            finished = sum(t.status == "TERMINATED" for t in trials)
+            self.progress = Progress(self.total, finished)
         self.log(f"trial started: {self._name(trial)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        done = sum(t.status == "TERMINATED" for t in trials) + 1  # this one is not marked yet
         r = trial.last_result
+        status = self.progress.advance() if self.progress else f"{self.total} trials"
+        if r.get("failure"):
+            self.log(f"trial {status} FAILED: {r['failure']}")
+            return
         self.log(
-            f"trial {done}/{self.total} done: {self._name(trial)}: test dice "
+            f"trial {status}: {self._name(trial)}: test dice "
             f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
             f"{r.get('wall_s', 0):.0f}s)"
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if self.progress is not None:
+            self.progress.advance()
         self.log(f"trial FAILED: {self._name(trial)} (logs in {trial.local_path})")
 
 
-class GridError(RuntimeError):
-    """Some trials of the grid failed; the message says where their logs are."""
-
-
 def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
-    """One Ray Tune trial: train a student and report per-epoch progress, then its row."""
+    """One Ray Tune trial: train a student, report per-epoch progress, then its row.
+
+    Each epoch's line (losses per term, validation Dice) goes to ``trial.log`` in the
+    trial's folder. A non-finite loss ends the trial with its message as the result, so
+    that the grid reports it without a traceback.
+    """
     cfg = OmegaConf.create(cfg)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
@@ -67,10 +85,15 @@ def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "state.pt", weights_only=True)
     every, epochs = cfg.ray.checkpoint_every, cfg.student.fit.epochs
+    trial_log = Path(tune.get_context().get_trial_dir()) / "trial.log"
+
+    def log(line: str) -> None:
+        with open(trial_log, "a") as f:
+            print(line, file=f)
 
     def on_epoch(state, ckpt: dict) -> None:
         h = state.history[-1]
-        metrics = {"epoch": h["epoch"], "train_loss": h["train_loss"], "val_dice": h["val_dice"]}
+        metrics = {k: v for k, v in h.items() if k != "epoch_s"}
         if every and state.epoch % every == 0 and state.epoch < epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(ckpt, Path(folder) / "state.pt")
@@ -78,20 +101,31 @@ def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
         else:
             tune.report(metrics)
 
-    row = run_trial(cfg, config["variant"], config["seed"], teacher, on_epoch, resume)
-    tune.report({**row, "epoch": epochs, "finished": True})
+    try:
+        row = run_trial(cfg, config["variant"], config["seed"], teacher, on_epoch, resume, log)
+    except NonFiniteLossError as err:
+        log(str(err))
+        tune.report({"failure": str(err), "finished": False})
+        return
+    history = row.pop("history")
+    tune.report({**row, "history": json.dumps(history), "epoch": epochs, "finished": True})
 
 
 def connect(cfg: DictConfig, log: Log = print) -> None:
-    """Join the cluster named by ray.address / RAY_ADDRESS, or start a local Ray."""
+    """Join the cluster named by ray.address / RAY_ADDRESS, or start a fresh local Ray.
+
+    A fresh local Ray (``address="local"``) ignores a stale ``ray_current_cluster`` file
+    left by an uncleanly stopped ``ray start``.
+    """
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         log(f"ray: connecting to {address}")
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(
+            address="local",
             include_dashboard=False,
             object_store_memory=256 * 1024**2,  # trials share files, not objects
             configure_logging=False,
@@ -110,10 +144,17 @@ def connect(cfg: DictConfig, log: Log = print) -> None:
         )
 
 
+def _last_line(error: BaseException) -> str:
+    """The last line of a trial's error (Ray's text holds the worker's traceback)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def run_grid(
     cfg: DictConfig, teacher: dict[str, torch.Tensor] | None, log: Log = print
 ) -> list[dict]:
-    """Run one trial per (variant, seed) and return their rows, in grid order.
+    """Run one trial per (variant, seed) and return their rows, in grid order; each row
+    has the trial's per-epoch ``history`` (a list of dicts).
 
     The run folder under ``work_dir/ray`` is named by a hash of the config, so running
     the same command again resumes unfinished and failed trials and keeps finished ones.
@@ -151,20 +192,30 @@ def run_grid(
                 name=name,
                 storage_path=str(storage),
                 verbose=cfg.ray.verbose,
+                # restored with the run, so a resumed grid logs its progress too
                 callbacks=[ProgressLog(len(cfg.variants) * len(cfg.seeds), log)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
     results = tuner.fit()
+    failures = [r.metrics["failure"] for r in results if (r.metrics or {}).get("failure")]
+    if failures:
+        raise GridError(
+            f"{len(failures)} of {len(results)} trials failed; no table was written. "
+            + " ".join(failures)
+        )
     errors = [r.error for r in results if r.error is not None]
     unfinished = [r for r in results if not (r.metrics or {}).get("finished")]
     if unfinished:
-        cause = f"first error: {errors[0]}" if errors else "interrupted"
+        cause = f"first error: {_last_line(errors[0])}" if errors else "interrupted"
         raise GridError(
             f"{len(unfinished)} of {len(results)} trials did not finish ({cause}); logs under "
             f"{path}. No table was written. Run the same command again to resume the grid."
         )
     labels = [parse_variant(v).label for v in cfg.variants]
     order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in labels for s in cfg.seeds)}
-    rows = [{k: r.metrics[k] for k in TRIAL_COLUMNS} for r in results]
+    rows = [
+        {**{k: r.metrics[k] for k in TRIAL_COLUMNS}, "history": json.loads(r.metrics["history"])}
+        for r in results
+    ]
     return sorted(rows, key=lambda row: order[(row["variant"], row["seed"])])

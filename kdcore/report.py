@@ -1,8 +1,19 @@
-"""Comparison tables of a grid: per-trial CSV and a mean +- std Markdown summary."""
+"""Comparison tables of a grid, and the index of every table under ``results_dir``.
+
+A table is a folder (named by ``kdcore.names.table_dir``) holding
+- ``table.md``: setup, mean ± std per variant, change against the baseline, provenance;
+- ``trials.csv``: one row per trial (``TRIAL_COLUMNS``);
+- ``history/<variant>-seed<k>.csv``: each trial's per-epoch losses (total and per term),
+  validation Dice and seconds;
+- ``provenance.json``: its settings, command, commit and date, read back by the index.
+
+This module owns the trial schema and needs only pandas (no torch).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,10 +21,32 @@ from typing import Any
 
 import pandas as pd
 
-from kdcore.experiment import TRIAL_COLUMNS
-from kdcore.io import write_text_atomic
+from kdcore.io import replaced_dir, write_text_atomic
 
 METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
+# One row per trial, in this column order (``kdcore.trial.run_trial`` makes them).
+TRIAL_COLUMNS = (
+    "variant",
+    "seed",
+    "teacher",
+    "student",
+    "params",
+    "data_fraction",
+    "split",
+    "dice",
+    "iou",
+    "recall",
+    "precision",
+    "dice_3d",
+    "tp",
+    "fp",
+    "fn",
+    "val_dice",
+    "best_epoch",
+    "objective",
+    "wall_s",
+)
+INDEX_NAME = "index.md"
 
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
@@ -75,17 +108,18 @@ def git_commit(repo: Path | None = None) -> str:
 
 
 def render_report(
-    stem: str,
+    title: str,
     trials: pd.DataFrame,
     teacher: dict[str, Any] | None,
     dataset: str,
     command: str,
     config_yaml: str,
     commit: str,
+    written: str,
 ) -> str:
     """The Markdown report of a grid: setup, summary table, provenance."""
     first = trials.iloc[0]
-    lines = [f"# {stem}", ""]
+    lines = [f"# {title}", ""]
     lines.append(f"- Dataset: {dataset}")
     if teacher is not None:
         t = teacher["test"]
@@ -122,8 +156,8 @@ def render_report(
         "",
         f"- Command: `{command}`",
         f"- Git commit: {commit}",
-        f"- Written: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Per-trial rows: `{stem}.csv`",
+        f"- Written: {written}",
+        "- Per-trial rows: `trials.csv`; per-epoch losses of each trial: `history/`",
         "",
         "Resolved config:",
         "",
@@ -135,11 +169,66 @@ def render_report(
     return "\n".join(lines)
 
 
-def write_tables(results_dir: Path, stem: str, trials: pd.DataFrame, markdown: str) -> list[Path]:
-    """Write ``stem.csv`` and ``stem.md`` atomically; return their paths."""
+def history_name(variant: str, seed: int) -> str:
+    """File name of a trial's history, e.g. 'bottleneck+pmd-seed0.csv'."""
+    return f"{variant.replace(os.sep, '_')}-seed{seed}.csv"
+
+
+def write_table(
+    folder: Path,
+    trials: pd.DataFrame,
+    histories: dict[tuple[str, int], list[dict]],
+    markdown: str,
+    provenance: dict[str, Any],
+) -> list[Path]:
+    """Write a table folder whole (see the module docstring), replacing an older one only
+    once the new one is complete; return the paths of its table and rows."""
+    folder = Path(folder)
+    with replaced_dir(folder) as tmp:
+        (tmp / "history").mkdir()
+        (tmp / "table.md").write_text(markdown)
+        (tmp / "trials.csv").write_text(trials[list(TRIAL_COLUMNS)].to_csv(index=False))
+        for (variant, seed), rows in histories.items():
+            path = tmp / "history" / history_name(variant, seed)
+            path.write_text(pd.DataFrame(rows).to_csv(index=False))
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
+    return [folder / "table.md", folder / "trials.csv"]
+
+
+def write_index(results_dir: Path) -> Path:
+    """Rewrite ``results_dir/index.md``: every table under it (its folder names its
+    ablation and settings), newest first, with its command, commit and date (from each
+    table's ``provenance.json``)."""
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = results_dir / f"{stem}.csv", results_dir / f"{stem}.md"
-    write_text_atomic(csv_path, trials[list(TRIAL_COLUMNS)].to_csv(index=False))
-    write_text_atomic(md_path, markdown)
-    return [csv_path, md_path]
+    rows = []
+    for path in sorted(results_dir.glob("*/*/provenance.json")):
+        p = json.loads(path.read_text())
+        rows.append(
+            {
+                "table": f"[{path.parent.relative_to(results_dir)}]"
+                f"({path.parent.relative_to(results_dir)}/table.md)",
+                "trials": p["trials"],
+                "command": f"`{p['command']}`",
+                "commit": p["commit"][:10],
+                "written": p["written"],
+            }
+        )
+    rows.sort(key=lambda r: r["written"], reverse=True)
+    lines = [
+        "# Result tables",
+        "",
+        "Every table this suite has written here, newest first. Each folder holds the table "
+        "(`table.md`), its trials (`trials.csv`), each trial's per-epoch losses (`history/`) "
+        "and its provenance (`provenance.json`). Written by the suite; do not edit.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False) if rows else "(no tables yet)",
+        "",
+    ]
+    index = results_dir / INDEX_NAME
+    write_text_atomic(index, "\n".join(lines))
+    return index
+
+
+def utc_now() -> str:
+    """The current time as 'YYYY-MM-DD HH:MM:SS UTC' (sorts as text)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

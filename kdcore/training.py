@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from kdcore.augment import augment_batch, augmenter
+from kdcore.data.batches import batches, to_tensors
 from kdcore.data.slices import SliceData
-from kdcore.errors import ConfigError
+from kdcore.errors import ConfigError, NonFiniteLossError
 from kdcore.metrics import segmentation_metrics
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
@@ -38,21 +40,13 @@ class FitSettings:
     schedule: str = "cosine"
     augment: bool = False  # random flips / 90-degree rotations of training slices (MONAI)
 
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
-            )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be at least 1")
-
 
 def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.Optimizer:
-    """The optimizer named in the settings."""
+    """The optimizer named in the settings (one of ``OPTIMIZERS``)."""
+    if s.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"unknown optimizer {s.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
     if s.optimizer == "adamw":
         return torch.optim.AdamW(params, s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
     if s.optimizer == "adam":
@@ -60,32 +54,6 @@ def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.O
     if s.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-
-
-def batches(
-    indices: np.ndarray, batch_size: int, rng: np.random.Generator | None
-) -> Iterator[np.ndarray]:
-    """Sorted index batches of ``indices`` (shuffled when ``rng`` is given).
-
-    A last batch of a single sample is folded into the previous one: InfoNCE needs
-    at least 2 samples, and baseline and KD runs must see the same batches.
-    """
-    order = rng.permutation(indices) if rng is not None else np.asarray(indices)
-    starts = list(range(0, len(order), batch_size))
-    if len(starts) > 1 and len(order) - starts[-1] == 1:
-        starts.pop()
-    for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(order)
-        yield np.sort(order[start:end])
-
-
-def to_tensors(
-    data: SliceData, idx: np.ndarray, device: torch.device | str = "cpu"
-) -> tuple[Tensor, Tensor]:
-    """Slices ``idx`` -> images (B, 3, H, W) (grey repeated) and masks (B, 1, H, W), float32."""
-    x = torch.from_numpy(np.asarray(data.images[idx], dtype=np.float32))[:, None]
-    y = torch.from_numpy(np.asarray(data.masks[idx], dtype=np.float32))[:, None]
-    return x.to(device).expand(-1, 3, -1, -1), y.to(device)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -135,6 +103,7 @@ def fit(
     extra_modules: nn.Module | None = None,
     on_epoch: Callable[[FitState, dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    name: str = "training",
 ) -> FitState:
     """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
     on val (``idx``: the batch's slice indices, for per-slice caches).
@@ -143,6 +112,11 @@ def fit(
     into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
     with the model. Batch order depends only on (seed, epoch), so a resumed run sees the
     same batches (and, with ``settings.augment``, the same augmentations).
+
+    Each epoch's history entry holds the mean loss (``train_loss``) and the mean of each
+    part of it (``loss_<part>``, e.g. ``loss_seg``, ``loss_bottleneck``), the validation
+    Dice and the epoch's seconds. A non-finite loss stops training at once with a
+    ``NonFiniteLossError`` naming ``name``, the epoch and the non-finite parts.
     ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
     same dict back).
     """
@@ -172,17 +146,24 @@ def fit(
         augment = None
         if settings.augment:  # its own stream: batch order stays as without augmentation
             augment = augmenter(int(np.random.default_rng([seed, state.epoch, 1]).integers(2**31)))
-        total, count = 0.0, 0
+        sums: dict[str, float] = {}
+        count = 0
         for idx in batches(train_idx, settings.batch_size, rng):
             x, y = to_tensors(data, idx, device)
             if augment is not None:
                 x, y = augment_batch(augment, x, y)
-            loss, _ = loss_fn(x, y, idx)
+            loss, parts = loss_fn(x, y, idx)
+            # one device-to-host copy for the loss and its parts
+            numbers = torch.stack([loss.detach(), *parts.values()]).float().tolist()
+            values = dict(zip(["train_loss", *(f"loss_{k}" for k in parts)], numbers, strict=True))
+            if not math.isfinite(values["train_loss"]):
+                raise NonFiniteLossError(_non_finite_message(name, state.epoch + 1, values))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss.detach()) * len(idx)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
         val = evaluate(model, data, val_idx)
         state.epoch += 1
@@ -192,7 +173,7 @@ def fit(
         state.history.append(
             {
                 "epoch": state.epoch,
-                "train_loss": total / count,
+                **{k: v / count for k, v in sums.items()},
                 "val_dice": val["dice"],
                 "epoch_s": time.perf_counter() - start,
             }
@@ -208,3 +189,17 @@ def fit(
             on_epoch(state, checkpoint)
     model.load_state_dict(state.best_model)
     return state
+
+
+def _non_finite_message(name: str, epoch: int, values: dict[str, float]) -> str:
+    """Which parts of the loss went non-finite, and what to do about it."""
+    bad = [
+        f"term {k.removeprefix('loss_')} = {v}"
+        for k, v in values.items()
+        if k.startswith("loss_") and not math.isfinite(v)
+    ]
+    where = ", ".join(bad) or f"the weighted sum = {values['train_loss']} (each term is finite)"
+    return (
+        f"{name}: the loss became non-finite in epoch {epoch}: {where}. Lower the learning "
+        "rate or that term's weight, or check the data"
+    )

@@ -19,8 +19,8 @@ from torch import nn
 
 from kdcore.data.slices import SliceData
 from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, DistillationLoss, maybe_compile
-from kdcore.models import build_student, build_teacher, freeze, teacher_taps
-from kdcore.teacher_outputs import teacher_outputs
+from kdcore.models import build_student, build_teacher
+from kdcore.teacher import freeze, teacher_outputs, teacher_taps
 
 SETTINGS = {"paper-256": (256, 64, 4), "quick-64": (64, 16, 16)}  # size, teacher width, batch
 

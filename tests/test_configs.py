@@ -1,12 +1,18 @@
-"""Every shipped profile, data source and ablation composes and passes the config checks."""
+"""Every shipped config composes and passes the gate; every key has a rule; bad values of
+each kind are refused in-process (the CLI's handling of them: test_bad_inputs.py)."""
 
 import pytest
 from hydra import compose, initialize_config_dir
 
+from kdcore.config import check_config, leaves, rule_for
 from kdcore.errors import ConfigError
-from kdcore.experiment import check_config
 from kdcore.models import build_student, build_teacher, count_parameters
+from kdcore.names import table_dir
 from tests.conftest import REPO
+
+PROFILES = ["smoke", "quick", "paper"]
+DATA = ["phantom", "msd_spleen"]
+ABLATIONS = ["scales", "methods"]
 
 
 def make(*overrides: str):
@@ -14,17 +20,29 @@ def make(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
-@pytest.mark.parametrize("data", ["phantom", "msd_spleen"])
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("data", DATA)
 def test_profiles_compose_and_pass_checks(profile, data):
     cfg = make(f"profile={profile}", f"data={data}", "ablation=scales")
-    check_config(cfg)
+    check_config(cfg, outside=False)
     assert len(cfg.variants) == 9 and list(cfg.seeds) == [0, 1, 2]
+
+
+def test_every_key_of_every_shipped_config_has_a_rule():
+    keys = set()
+    for profile in PROFILES:
+        for data in DATA:
+            for ablation in ABLATIONS:
+                keys |= set(
+                    leaves(make(f"profile={profile}", f"data={data}", f"ablation={ablation}"))
+                )
+    assert len(keys) > 50
+    assert [k for k in sorted(keys) if rule_for(k) is None] == []
 
 
 def test_methods_ablation_compares_mtms_with_every_peer():
     cfg = make("ablation=methods")
-    check_config(cfg)
+    check_config(cfg, outside=False)
     labels = [v.split(":")[0] for v in cfg.variants]
     assert labels == ["baseline", "mtms", "fitnets-mse", "hinton", "cwd", "at", "emkd"]
 
@@ -41,16 +59,56 @@ def test_paper_profile_uses_the_thesis_networks():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("variants=[]", "variants is empty"),
+        ("variants=[]", "variants must be a list of at least 1 items"),
         ("variants=[a:enc,a:dec]", "variants lists a value twice"),
         ("seeds=[0,0]", "seeds lists a value twice"),
-        ("data_fraction=half", "data_fraction must be in (0, 1]"),
-        ("split=random", "unknown split 'random'"),
-        ("student.seg_loss=focal", "unknown student.seg_loss 'focal'"),
-        ("teacher.fit.optimizer=lion", "unknown optimizer 'lion'"),
+        ("seeds=[-1]", "seeds must be a list of at least 1 items, each an integer >= 0"),
+        ("data_fraction=half", "data_fraction must be a number in (0, 1]"),
+        ("data_fraction=0", "data_fraction must be a number in (0, 1]"),
+        ("split=random", "split must be one of patient, slice"),
+        ("student.seg_loss=focal", "student.seg_loss must be one of dice, dicebce"),
+        ("teacher.fit.optimizer=lion", "teacher.fit.optimizer must be one of adamw"),
+        ("teacher.fit.betas=[0.9,1.5]", "teacher.fit.betas must be a list of 2 items"),
+        ("student.fit.epochs=0", "student.fit.epochs must be an integer >= 1"),
+        ("student.fit.batch_size=2.5", "student.fit.batch_size must be an integer >= 1"),
+        ("student.fit.augment=maybe", "student.fit.augment must be true or false"),
+        ("kd.cwd_temperature=-1", "kd.cwd_temperature must be a number > 0"),
+        ("kd.weights.seg=-1", "kd.weights.seg must be a number >= 0"),
+        ("+kd.weights.distill=1", "unknown KD term 'distill'"),
+        ("teacher.depth=1", "teacher.depth must be an integer >= 2"),
         ("image_size=100", "divisible by 2**teacher.depth"),
+        ("window=[200,100]", "window must be [low, high] with low < high"),
+        ("val_fraction=0.8", "val_fraction + test_fraction must be below 1"),
+        ("phantom.shape=[64,64]", "phantom.shape must be a list of 3 items"),
+        ("ray.max_concurrent_trials=0", "ray.max_concurrent_trials must be null or an integer"),
+        ("+surplus=1", "surplus is not a setting this suite knows"),
+        ("data.background=[0,1]", "are in both data.foreground=[1] and data.background=[0, 1]"),
+        ("device=cuda", "ray.gpus_per_trial=0 gives the trials no GPU"),
     ],
 )
 def test_bad_values_are_rejected(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("*", r"\*")):
-        check_config(make(override))
+    with pytest.raises(ConfigError) as err:
+        check_config(make(override), outside=False)
+    assert message in str(err.value)
+
+
+def test_tables_of_other_settings_live_beside_the_default_table():
+    default = table_dir(make("ablation=scales"))
+    assert default.parent.name == "scales" and default.name.startswith("quick-phantom-T1w16d4-S1")
+    others = [
+        make("ablation=scales", override)
+        for override in (
+            "data_fraction=0.25",
+            "profile=paper",
+            "student.width=32",
+            "split=slice",
+            "kd.temperature=0.1",
+            "seeds=[0,1,2,3,4]",
+        )
+    ]
+    names = {table_dir(cfg) for cfg in others}
+    assert len(names) == len(others) and default not in names
+    # the same command, and settings that change only speed or place, keep the name
+    assert table_dir(make("ablation=scales")) == default
+    same = make("ablation=scales", "kd.compile=true", "work_dir=/elsewhere", "ray.cpus_per_trial=2")
+    assert table_dir(same) == default

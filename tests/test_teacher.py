@@ -1,11 +1,11 @@
 import numpy as np
 import torch
 
+from kdcore.data.batches import to_tensors
 from kdcore.data.msd import list_cases
 from kdcore.data.slices import SliceSettings, load_slices
 from kdcore.models import build_teacher
-from kdcore.teacher_outputs import TeacherOutputs, teacher_outputs
-from kdcore.training import to_tensors
+from kdcore.teacher import TeacherOutputs, teacher_outputs
 
 
 def test_cached_taps_match_the_live_teacher_in_float16(tiny_msd, tmp_path, monkeypatch):
@@ -23,7 +23,7 @@ def test_cached_taps_match_the_live_teacher_in_float16(tiny_msd, tmp_path, monke
         assert torch.allclose(tensor, live[name], rtol=1e-2, atol=1e-3)
     assert outputs.bytes_per_slice == 2 * sum(v[0].numel() for k, v in live.items())
 
-    import kdcore.teacher_outputs as module
+    import kdcore.teacher as module
 
     def fail(*_):
         raise AssertionError("teacher ran again")

@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from kdcore.data.batches import batches
 from kdcore.data.msd import list_cases
 from kdcore.data.slices import SliceSettings, load_slices
-from kdcore.errors import ConfigError
+from kdcore.errors import ConfigError, NonFiniteLossError
 from kdcore.losses import THESIS_WEIGHTS, DistillationLoss
 from kdcore.models import build_student
-from kdcore.training import FitSettings, batches, fit
+from kdcore.training import FitSettings, build_optimizer, fit
 
 
 def test_a_single_leftover_sample_joins_the_previous_batch():
@@ -19,7 +20,7 @@ def test_a_single_leftover_sample_joins_the_previous_batch():
 
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ConfigError, match="unknown optimizer 'lion'"):
-        FitSettings(epochs=1, batch_size=2, optimizer="lion")
+        build_optimizer([], FitSettings(epochs=1, batch_size=2, optimizer="lion"))
 
 
 def _train(data, epochs, seed, resume=None, stop_after=None, augment=False):
@@ -64,3 +65,47 @@ def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path, augm
         assert torch.equal(a, b)
     assert state.best_epoch == state2.best_epoch and len(state2.history) == 3
     assert state.best_val == max(h["val_dice"] for h in state.history)
+
+
+def test_history_holds_the_mean_of_each_loss_term_per_epoch(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    model = build_student(4)
+
+    def loss_fn(x, y, _idx):
+        seg = model(x)["logits"].sigmoid().mean()
+        const = torch.tensor(2.0)
+        return seg + 0.5 * const, {"seg": seg.detach(), "pmd": const}
+
+    state = fit(model, loss_fn, data, np.arange(12), np.arange(12, 16), FitSettings(2, 4), 0)
+    h = state.history[-1]
+    assert set(h) == {"epoch", "train_loss", "loss_seg", "loss_pmd", "val_dice", "epoch_s"}
+    assert h["loss_pmd"] == pytest.approx(2.0)
+    assert h["train_loss"] == pytest.approx(h["loss_seg"] + 1.0, rel=1e-5)
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_term(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    model = build_student(4)
+    calls = []
+
+    def loss_fn(x, y, _idx):
+        calls.append(1)
+        seg = model(x)["logits"].sigmoid().mean()
+        bad = torch.tensor(float("nan") if len(calls) > 4 else 1.0)  # 3 steps per epoch
+        return seg + bad, {"seg": seg.detach(), "bottleneck": bad}
+
+    with pytest.raises(NonFiniteLossError) as err:
+        fit(
+            model,
+            loss_fn,
+            data,
+            np.arange(12),
+            np.arange(12, 16),
+            FitSettings(3, 4),
+            0,
+            name="variant 'x' seed 3",
+        )
+    message = str(err.value)
+    assert message.startswith("variant 'x' seed 3: the loss became non-finite in epoch 2")
+    assert "term bottleneck = nan" in message and "seg" not in message.split(":")[2]
+    assert len(calls) == 5  # stopped at the first non-finite step

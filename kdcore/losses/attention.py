@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import FEATURE_SCALES, register_method
 
 
 def attention_map(features: Tensor, p: int = 2) -> Tensor:
@@ -13,6 +14,8 @@ def attention_map(features: Tensor, p: int = 2) -> Tensor:
     return F.normalize(features.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
+@register_method("at", FEATURE_SCALES)
+@register_method("imd", FEATURE_SCALES)  # EMKD's importance maps are AT maps
 class AttentionTransferLoss(nn.Module):
     """Mean squared difference of the normalised spatial attention maps.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import FEATURE_SCALES, register_method
 
 
 def channel_wise_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -20,6 +21,7 @@ def channel_wise_kl(student: Tensor, teacher: Tensor, temperature: float) -> Ten
     return kl.mean() * temperature**2
 
 
+@register_method("cwd", FEATURE_SCALES, channels=True, temperature="cwd_temperature")
 class ChannelWiseLoss(nn.Module):
     """CWD on feature maps: a trained 1x1 conv aligns the student's channels to the
     teacher's (as in the paper), the teacher map is resized to the student's grid."""

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import FEATURE_SCALES, register_method
 
 
 def info_nce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -30,6 +31,7 @@ def info_nce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
+@register_method("infonce", FEATURE_SCALES, channels=True, temperature="temperature", pairs=True)
 class ContrastiveTapLoss(nn.Module):
     """InfoNCE between one teacher tap and the matching student tap (Biswas, 2024).
 

@@ -1,11 +1,9 @@
 """The student's objective: weighted segmentation loss plus the selected KD terms.
 
-A KD term is one of
-- ``enc``, ``bottleneck``, ``dec``: the thesis's InfoNCE at that scale (MTMS);
-- ``pmd``: the thesis's prediction-map KL; ``hinton``: Hinton's soft-target loss;
-- ``<method>@<scale>`` for a peer feature method at a scale: ``mse`` (FitNets), ``at``
-  (attention transfer), ``cwd`` (channel-wise), ``imd`` / ``rad`` (EMKD's importance-map
-  and region-affinity terms), e.g. ``at@dec``.
+A KD term is ``<method>@<scale>`` for a registered method (``kdcore.losses.registry``)
+and one of the taps it reads, e.g. ``at@dec``; a method that reads one tap only is
+written alone (``pmd``, ``hinton``). The thesis's InfoNCE at a scale is written as the
+scale alone: ``enc``, ``bottleneck``, ``dec`` (MTMS).
 
 A variant joins terms with ``+`` (``bottleneck+pmd``), is ``baseline`` (no KD term) or
 ``all`` (the four MTMS terms), and may carry a label: ``fitnets:mse@enc+mse@dec``.
@@ -19,22 +17,16 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from kdcore.errors import ConfigError
-from kdcore.losses.attention import AttentionTransferLoss
-from kdcore.losses.channel_wise import ChannelWiseLoss
-from kdcore.losses.contrastive import ContrastiveTapLoss
-from kdcore.losses.emkd import RegionAffinityLoss
-from kdcore.losses.feature_mse import FeatureMSELoss
-from kdcore.losses.hinton import HintonLoss
-from kdcore.losses.prediction_map import PredictionMapLoss
+from kdcore.losses.registry import FEATURE_SCALES, METHODS
 from kdcore.losses.segmentation import build_seg_loss
-from kdcore.models.unet import TAPS
 
-MTMS_TERMS = (*TAPS, "pmd")  # enc, bottleneck, dec (InfoNCE) and pmd (prediction map)
-LOGIT_TERMS = ("pmd", "hinton")
-FEATURE_METHODS = ("mse", "at", "cwd", "imd", "rad")  # used as <method>@<scale>
+MTMS_TERMS = (*FEATURE_SCALES, "pmd")  # enc, bottleneck, dec (InfoNCE) and pmd (prediction map)
+SCALE_METHOD = "infonce"  # the method of a term that is a scale alone
 
 # Thesis weights: 0.4 seg, 0.2 bottleneck, 0.2 prediction map, 0.1 enc, 0.1 dec.
 THESIS_WEIGHTS = {"seg": 0.4, "enc": 0.1, "bottleneck": 0.2, "dec": 0.1, "pmd": 0.2}
+# Thesis temperatures: InfoNCE 0.4, prediction map 4; channel-wise distillation's paper: 4.
+DEFAULT_TEMPERATURES = {"temperature": 0.4, "pmd_temperature": 4.0, "cwd_temperature": 4.0}
 
 
 class Variant(NamedTuple):
@@ -44,21 +36,41 @@ class Variant(NamedTuple):
     terms: tuple[str, ...]
 
 
+def _unknown_term(term: str) -> ConfigError:
+    single = sorted(n for n, m in METHODS.items() if len(m.scales) == 1)
+    multi = sorted(n for n, m in METHODS.items() if len(m.scales) > 1)
+    return ConfigError(
+        f"unknown KD term {term!r}; a term is a scale ({', '.join(FEATURE_SCALES)}: the "
+        f"thesis's InfoNCE), one of {', '.join(single)}, or <method>@<scale> with method in "
+        f"{', '.join(multi)} and scale in {', '.join(FEATURE_SCALES)} (e.g. at@dec)"
+    )
+
+
 def parse_term(term: str) -> tuple[str, str]:
     """'bottleneck' -> ('infonce', 'bottleneck'); 'pmd' -> ('pmd', 'logits');
     'at@dec' -> ('at', 'dec'). Unknown names raise ConfigError listing the valid ones."""
-    if term in TAPS:
-        return "infonce", term
-    if term in LOGIT_TERMS:
-        return term, "logits"
-    method, _, scale = term.partition("@")
-    if method in FEATURE_METHODS and scale in TAPS:
-        return method, scale
-    raise ConfigError(
-        f"unknown KD term {term!r}; a term is a scale ({', '.join(TAPS)}: InfoNCE), "
-        f"{' or '.join(LOGIT_TERMS)}, or <method>@<scale> with method in "
-        f"{', '.join(FEATURE_METHODS)} (e.g. at@dec)"
-    )
+    if term in FEATURE_SCALES:
+        return SCALE_METHOD, term
+    name, at, scale = term.partition("@")
+    method = METHODS.get(name)
+    if method is None or (at and scale not in method.scales):
+        raise _unknown_term(term)
+    if not at:
+        if len(method.scales) > 1:
+            raise ConfigError(
+                f"KD term {term!r} needs a scale: {term}@<scale> with scale in "
+                f"{', '.join(method.scales)}"
+            )
+        scale = method.scales[0]
+    return name, scale
+
+
+def canonical_term(term: str) -> str:
+    """The one spelling of a term: 'infonce@enc' -> 'enc', 'pmd@logits' -> 'pmd'."""
+    name, scale = parse_term(term)
+    if name == SCALE_METHOD:
+        return scale
+    return name if len(METHODS[name].scales) == 1 else f"{name}@{scale}"
 
 
 def parse_variant(variant: str) -> Variant:
@@ -69,9 +81,7 @@ def parse_variant(variant: str) -> Variant:
         return Variant(label, ())
     if spec == "all":
         return Variant(label, MTMS_TERMS)
-    terms = tuple(dict.fromkeys(spec.split("+")))  # drop repeats, keep order
-    for term in terms:
-        parse_term(term)
+    terms = tuple(dict.fromkeys(canonical_term(t) for t in spec.split("+")))  # drop repeats
     return Variant(label, terms)
 
 
@@ -83,25 +93,6 @@ def term_weight(weights: Mapping[str, float], term: str) -> float:
     if method in weights:
         return float(weights[method])
     raise ConfigError(f"kd.weights has no weight for {term!r} (nor for {method!r})")
-
-
-def build_term(
-    method: str, teacher_channels: int, student_channels: int, temperatures: Mapping[str, float]
-) -> nn.Module:
-    """The loss module of one KD method."""
-    if method == "infonce":
-        return ContrastiveTapLoss(teacher_channels, student_channels, temperatures["infonce"])
-    if method == "mse":
-        return FeatureMSELoss(teacher_channels, student_channels)
-    if method == "cwd":
-        return ChannelWiseLoss(teacher_channels, student_channels, temperatures["cwd"])
-    if method in ("at", "imd"):  # EMKD's importance maps are attention-transfer maps
-        return AttentionTransferLoss()
-    if method == "rad":
-        return RegionAffinityLoss()
-    if method == "pmd":
-        return PredictionMapLoss(temperatures["logits"])
-    return HintonLoss(temperatures["logits"])
 
 
 class DistillationLoss(nn.Module):
@@ -116,9 +107,8 @@ class DistillationLoss(nn.Module):
         weights: weight per term (or per method), plus ``seg``.
         student_channels / teacher_channels: channels of the taps (``UNet.tap_channels``).
         seg_loss: ``dice`` or ``dicebce``.
-        temperature: InfoNCE temperature (thesis 0.4).
-        pmd_temperature: temperature of the logit terms (thesis 4).
-        cwd_temperature: temperature of channel-wise distillation (paper: 4).
+        temperatures: the temperature of each method by its ``kd`` config key
+            (``DEFAULT_TEMPERATURES``: InfoNCE 0.4, logit terms 4, channel-wise 4).
     """
 
     def __init__(
@@ -128,23 +118,23 @@ class DistillationLoss(nn.Module):
         student_channels: Mapping[str, int] | None = None,
         teacher_channels: Mapping[str, int] | None = None,
         seg_loss: str = "dice",
-        temperature: float = 0.4,
-        pmd_temperature: float = 4.0,
-        cwd_temperature: float = 4.0,
+        temperatures: Mapping[str, float] = DEFAULT_TEMPERATURES,
     ):
         super().__init__()
         self.terms = tuple(terms)
         self.weights = {"seg": float(weights["seg"])}
         self.weights.update({t: term_weight(weights, t) for t in self.terms})
         self.seg = build_seg_loss(seg_loss)
-        temps = {"infonce": temperature, "logits": pmd_temperature, "cwd": cwd_temperature}
         self.kd = nn.ModuleDict()
         self.taps: dict[str, str] = {}
+        self.uses_target: dict[str, bool] = {}
         for term in self.terms:
-            method, scale = parse_term(term)
+            name, scale = parse_term(term)
+            method = METHODS[name]
             self.taps[term] = scale
+            self.uses_target[term] = method.uses_target
             channels = (teacher_channels or {}).get(scale), (student_channels or {}).get(scale)
-            self.kd[term] = build_term(method, *channels, temps)
+            self.kd[term] = method.build(*channels, temperatures)
 
     @property
     def needs_teacher(self) -> bool:
@@ -169,7 +159,7 @@ class DistillationLoss(nn.Module):
         parts = {"seg": self.seg(student["logits"], target)}
         for term, loss in self.kd.items():
             tap = self.taps[term]
-            extra = (target,) if getattr(loss, "uses_target", False) else ()
+            extra = (target,) if self.uses_target[term] else ()
             parts[term] = loss(student[tap], teacher[tap], *extra)
         total = sum(self.weights[k] * v for k, v in parts.items())
         return total, {k: v.detach() for k, v in parts.items()}
@@ -177,4 +167,4 @@ class DistillationLoss(nn.Module):
 
 def needs_pairs(terms: Iterable[str]) -> bool:
     """True when a term uses in-batch negatives (InfoNCE), which need batches of 2+."""
-    return any(parse_term(t)[0] == "infonce" for t in terms)
+    return any(METHODS[parse_term(t)[0]].pairs for t in terms)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdcore.losses.registry import FEATURE_SCALES, register_method
+
 
 def region_affinity(features: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
     """Cosine similarity of the foreground and background prototypes of each sample.
@@ -23,6 +25,7 @@ def region_affinity(features: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor
     return F.cosine_similarity(fg, bg, dim=1, eps=eps)
 
 
+@register_method("rad", FEATURE_SCALES, uses_target=True)
 class RegionAffinityLoss(nn.Module):
     """Region-affinity distillation (RAD) for binary segmentation.
 
@@ -32,8 +35,6 @@ class RegionAffinityLoss(nn.Module):
     regions (others carry no affinity). Regions come from the ground-truth mask, resized
     (nearest) to each feature grid. No parameters, any channel counts.
     """
-
-    uses_target = True
 
     def forward(self, student: Tensor, teacher: Tensor, target: Tensor) -> Tensor:
         """student: (B, C_s, H, W); teacher: (B, C_t, h, w); target: (B, 1, H0, W0)."""

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import FEATURE_SCALES, register_method
 
 
+@register_method("mse", FEATURE_SCALES, channels=True)
 class FeatureMSELoss(nn.Module):
     """MSE between a 1x1 regressor of the student map and the teacher map.
 

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import LOGITS, register_method
 
 
+@register_method("hinton", LOGITS, temperature="pmd_temperature")
 class HintonLoss(nn.Module):
     """Soft-target binary cross-entropy at temperature T, times T^2.
 

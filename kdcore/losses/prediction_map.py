@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
+from kdcore.losses.registry import LOGITS, register_method
 
 
 def bernoulli_kl_with_logits(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -24,6 +25,7 @@ def bernoulli_kl_with_logits(student: Tensor, teacher: Tensor, temperature: floa
     return kl.mean() * temperature**2
 
 
+@register_method("pmd", LOGITS, temperature="pmd_temperature")
 class PredictionMapLoss(nn.Module):
     """Temperature-scaled Bernoulli KL between teacher and student prediction maps."""
 

@@ -1,6 +1,5 @@
 """Teacher and student networks."""
 
-from kdcore.models.frozen import freeze, teacher_taps
 from kdcore.models.unet import TAPS, UNet, build_student, build_teacher, count_parameters
 
 __all__ = [
@@ -9,6 +8,4 @@ __all__ = [
     "build_student",
     "build_teacher",
     "count_parameters",
-    "freeze",
-    "teacher_taps",
 ]

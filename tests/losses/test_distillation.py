@@ -59,3 +59,40 @@ def test_every_term_gives_gradients_to_student_and_heads(batch):
     expected = sum(loss.weights[k] * float(v) for k, v in parts.items())
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     assert loss.formula().startswith("0.4*seg + 0.1*enc + 0.2*bottleneck")
+
+
+def test_unknown_names_list_the_registered_methods():
+    with pytest.raises(ConfigError) as err:
+        parse_variant("distill@enc")
+    for name in ("at", "cwd", "imd", "infonce", "mse", "rad", "hinton", "pmd"):
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match="'at' needs a scale: at@<scale>"):
+        parse_variant("at")
+
+
+def test_each_term_has_one_spelling():
+    assert parse_variant("infonce@enc+pmd@logits+at@dec").terms == ("enc", "pmd", "at@dec")
+    assert parse_variant("enc+infonce@enc").terms == ("enc",)
+
+
+def test_a_new_method_is_one_registered_class_and_its_weight(monkeypatch):
+    from torch import nn
+
+    from kdcore.losses import registry
+
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    monkeypatch.setattr("kdcore.losses.distillation.METHODS", registry.METHODS)
+
+    @registry.register_method("l1", registry.FEATURE_SCALES, uses_target=True)
+    class L1Loss(nn.Module):
+        def forward(self, student, teacher, target):
+            return (student.mean() - teacher.mean()).abs() + 0 * target.sum()
+
+    assert parse_variant("l1@dec").terms == ("l1@dec",)
+    student, teacher = build_student(4), build_teacher(4, 2)
+    loss = DistillationLoss(("l1@dec",), {**THESIS_WEIGHTS, "l1": 0.5})
+    x, y = torch.rand(2, 3, 16, 16), torch.zeros(2, 1, 16, 16)
+    total, parts = loss(student(x), y, teacher(x, with_recon=False))
+    assert set(parts) == {"seg", "l1@dec"} and loss.formula() == "0.4*seg + 0.5*l1@dec"
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_method("l1", registry.FEATURE_SCALES)(L1Loss)

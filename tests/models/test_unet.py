@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, DistillationLoss
-from kdcore.models import build_student, build_teacher, count_parameters, freeze, teacher_taps
+from kdcore.models import build_student, build_teacher, count_parameters
+from kdcore.teacher import freeze, teacher_taps
 
 
 @pytest.mark.parametrize(

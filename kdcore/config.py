@@ -1,0 +1,358 @@
+"""The resolved config: one gate that checks all of it before any work starts, plus the
+helpers every stage uses to read it (plain dicts, hashes, the device).
+
+``check_config`` checks every key of ``configs/`` against a rule (``RULES``: types and
+ranges), then the enumerations and the rules that span keys, then the outside world
+(``results_dir`` writable, the device present, ``ray.address`` reachable). A test
+composes every shipped config and checks that each key has its rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kdcore.data.slices import SliceSettings
+from kdcore.data.splits import SPLIT_MODES
+from kdcore.errors import ConfigError
+from kdcore.losses import (
+    METHODS,
+    SEG_LOSSES,
+    needs_pairs,
+    parse_term,
+    parse_variant,
+    temperature_keys,
+    term_weight,
+)
+from kdcore.training import OPTIMIZERS, SCHEDULES
+
+DATASETS = ("phantom", "msd_spleen")
+DEVICES = ("auto", "cpu", "cuda")
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a good value of a key is: ``what`` for the message, ``ok`` to test it."""
+
+    what: str
+    ok: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def integer(low: int) -> Rule:
+    """An integer >= ``low``."""
+    return Rule(f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
+
+
+def number(low: float, high: float | None = None, *, low_open: bool, high_open=False) -> Rule:
+    """A finite number above ``low`` (and below ``high``), each end open or closed."""
+    if high is None:
+        what = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+        above = v > low if low_open else v >= low
+        return above and (high is None or (v < high if high_open else v <= high))
+
+    return Rule(what, ok)
+
+
+def one_of(*choices: Any) -> Rule:
+    """One of ``choices``."""
+    return Rule(f"one of {', '.join(map(str, choices))}", lambda v: v in choices)
+
+
+def optional(rule: Rule) -> Rule:
+    """null, or a value that passes ``rule``."""
+    return Rule(f"null or {rule.what}", lambda v: v is None or rule.ok(v))
+
+
+def list_of(rule: Rule, length: int | None = None, min_length: int = 0) -> Rule:
+    """A list of ``length`` items (or at least ``min_length``), each passing ``rule``."""
+    count = f"{length}" if length else f"at least {min_length}" if min_length else "any number of"
+    return Rule(
+        f"a list of {count} items, each {rule.what}",
+        lambda v: (
+            isinstance(v, list | tuple)
+            and (len(v) == length if length else len(v) >= min_length)
+            and all(rule.ok(item) for item in v)
+        ),
+    )
+
+
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+TEXT = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
+POSITIVE = number(0, low_open=True)
+NON_NEGATIVE = number(0, low_open=False)
+SEED = integer(0)
+
+FIT_RULES: dict[str, Rule] = {
+    "epochs": integer(1),
+    "batch_size": integer(1),
+    "optimizer": one_of(*OPTIMIZERS),
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "betas": list_of(number(0, 1, low_open=False, high_open=True), length=2),
+    "momentum": number(0, 1, low_open=False, high_open=True),
+    "schedule": one_of(*SCHEDULES),
+    "augment": BOOLEAN,
+}
+
+# Every key of configs/ (after composition), with what its value must be.
+RULES: dict[str, Rule] = {
+    "results_dir": TEXT,
+    "work_dir": TEXT,
+    "device": one_of(*DEVICES),
+    "window": list_of(number(-1e5, 1e5, low_open=False), length=2),
+    "image_size": integer(8),
+    "split": one_of(*SPLIT_MODES),
+    "split_seed": SEED,
+    "val_fraction": number(0, 1, low_open=True, high_open=True),
+    "test_fraction": number(0, 1, low_open=True, high_open=True),
+    "data_fraction": number(0, 1, low_open=True),
+    "data.name": one_of(*DATASETS),
+    "data.root": TEXT,
+    "data.download": BOOLEAN,
+    "data.foreground": list_of(integer(0), min_length=1),
+    "data.background": list_of(integer(0)),
+    "phantom.num_patients": integer(3),
+    "phantom.seed": SEED,
+    "phantom.shape": list_of(integer(8), length=3),
+    "phantom.spacing": list_of(POSITIVE, length=3),
+    "profile_name": TEXT,
+    "ablation_name": optional(TEXT),
+    "variants": list_of(TEXT, min_length=1),
+    "seeds": list_of(SEED, min_length=1),
+    "teacher.width": integer(1),
+    "teacher.depth": integer(2),
+    "teacher.seed": SEED,
+    "teacher.seg_loss": one_of(*SEG_LOSSES),
+    "teacher.recon_weight": NON_NEGATIVE,
+    "student.width": integer(1),
+    "student.seg_loss": one_of(*SEG_LOSSES),
+    "kd.compile": BOOLEAN,
+    "kd.teacher_cache": BOOLEAN,
+    "kd.weights.*": NON_NEGATIVE,
+    "ray.address": optional(TEXT),
+    "ray.cpus_per_trial": POSITIVE,
+    "ray.gpus_per_trial": NON_NEGATIVE,
+    "ray.max_concurrent_trials": optional(integer(1)),
+    "ray.checkpoint_every": integer(0),
+    "ray.verbose": one_of(0, 1, 2, 3),
+    **{
+        f"{side}.fit.{key}": rule
+        for side in ("teacher", "student")
+        for key, rule in FIT_RULES.items()
+    },
+}
+
+
+def rule_for(key: str) -> Rule | None:
+    """The rule of a dotted key (``kd.weights.<term>`` share one; temperatures are > 0)."""
+    if key in RULES:
+        return RULES[key]
+    if key.startswith("kd.weights."):
+        return RULES["kd.weights.*"]
+    if key.startswith("kd.") and key.removeprefix("kd.") in temperature_keys():
+        return POSITIVE
+    return None
+
+
+def leaves(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a config as {dotted key: value}; lists are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items() if isinstance(cfg, dict) else as_dict(cfg).items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(leaves(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def as_dict(cfg: DictConfig | dict) -> dict:
+    """A plain, resolved dict of a config section."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
+
+
+def stable_hash(obj: Any) -> str:
+    """Short hash of a JSON-able object (config sections, index arrays as lists)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def slice_settings(cfg: DictConfig) -> SliceSettings:
+    """How the config turns volumes into slices (window, size, label values)."""
+    return SliceSettings(
+        tuple(cfg.window),
+        cfg.image_size,
+        tuple(cfg.data.foreground),
+        tuple(cfg.data.background),
+    )
+
+
+def check_config(cfg: DictConfig, outside: bool = True) -> None:
+    """The gate: raise ConfigError naming the first bad value and what it must be.
+
+    Runs before any work starts. ``outside=False`` skips the checks of the machine
+    (results_dir, device, Ray address), e.g. for configs composed in tests.
+    """
+    _check_values(cfg)
+    _check_variants(cfg)
+    _check_cross_keys(cfg)
+    if outside:
+        for key in ("results_dir", "work_dir"):
+            check_writable_dir(Path(cfg[key]), key)
+        _check_device(cfg)
+        address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_ray_address(address)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, value in leaves(cfg).items():
+        rule = rule_for(key)
+        if rule is None:
+            raise ConfigError(f"{key} is not a setting this suite knows: remove it")
+        if not rule.ok(value):
+            raise ConfigError(f"{key} must be {rule.what}, got {value!r}")
+
+
+def _check_variants(cfg: DictConfig) -> None:
+    labels = []
+    for variant in cfg.variants:
+        label, terms = parse_variant(variant)
+        labels.append(label)
+        for term in terms:
+            term_weight(cfg.kd.weights, term)
+        if cfg.student.fit.batch_size < 2 and needs_pairs(terms):
+            raise ConfigError(
+                f"variant {variant!r} uses contrastive KD, whose negatives are the other samples "
+                "of the batch: student.fit.batch_size must be at least 2, got "
+                f"{cfg.student.fit.batch_size}"
+            )
+    for key, values in (("variants", labels), ("seeds", list(cfg.seeds))):
+        if len(set(values)) < len(values):
+            raise ConfigError(f"{key} lists a value twice: {values}")
+    for term in cfg.kd.weights:
+        if term != "seg" and term not in METHODS:
+            parse_term(term)  # a weight for an unknown term is a typo
+
+
+def _check_cross_keys(cfg: DictConfig) -> None:
+    slice_settings(cfg)  # window order, label values in both lists
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ConfigError(
+            f"val_fraction + test_fraction must be below 1 to leave training data, got "
+            f"{cfg.val_fraction} + {cfg.test_fraction}"
+        )
+    if cfg.image_size % 2**cfg.teacher.depth:
+        raise ConfigError(
+            f"image_size {cfg.image_size} must be divisible by 2**teacher.depth "
+            f"= {2**cfg.teacher.depth}"
+        )
+    if cfg.kd.teacher_cache and cfg.student.fit.augment:
+        raise ConfigError(
+            "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "
+            "cannot be used with student.fit.augment=true: set one of them to false"
+        )
+    if cfg.device == "cuda" and not cfg.ray.gpus_per_trial:
+        raise ConfigError(
+            "device=cuda but ray.gpus_per_trial=0 gives the trials no GPU: set "
+            "ray.gpus_per_trial (e.g. 0.25 to share one GPU between four trials)"
+        )
+
+
+def _check_device(cfg: DictConfig) -> None:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=cuda but this machine has no usable CUDA GPU (torch "
+            f"{torch.__version__}): use device=auto or device=cpu"
+        )
+
+
+def check_writable_dir(path: Path, key: str) -> None:
+    """``path`` (the setting ``key``) is, or can become, a writable folder: checked by
+    creating and removing a file in it, or in its nearest existing parent, so that nothing
+    is left behind."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key} {path} is a file, not a folder: choose another path")
+    probe = path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key} {path} lies under the file {probe}: choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".kdbench-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{key} {path} is not writable ({err.strerror}): choose another path"
+        ) from None
+
+
+def check_ray_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """The Ray cluster at ``address`` answers on its port within ``timeout_s`` seconds.
+
+    ``auto`` is the cluster last started on this machine (``ray start``); ``local``
+    starts a new one, so it needs no check.
+    """
+    if address == "local":
+        return
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"ray.address {address} is a dashboard / job-submission address: give the "
+            "cluster's GCS address (host:6379) or a Ray client address (ray://host:10001)"
+        )
+    hostport = address.removeprefix("ray://")
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            hostport = canonicalize_bootstrap_address("auto")
+        except Exception:  # Ray's own lookup failed: treat as no cluster
+            hostport = None
+        if not hostport:
+            raise ConfigError(
+                "ray.address=auto but no running Ray cluster was found on this machine: "
+                "start one with `ray start --head`, or leave ray.address unset for a local Ray"
+            )
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"ray.address {address!r} is not host:port, ray://host:port, auto or local"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(
+            f"the Ray cluster at {address} did not answer within {timeout_s:g}s "
+            f"({err.strerror or err}): start it, fix ray.address (or RAY_ADDRESS), or leave "
+            "both unset for a local Ray"
+        ) from None

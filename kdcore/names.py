@@ -1,0 +1,79 @@
+"""Names derived from a config: of networks, of the data set, and of result tables.
+
+A table's folder is named by the settings that tell tables apart, so a run with other
+settings writes beside the default table and rerunning a command replaces only its own:
+``<results_dir>/<ablation>/<profile>-<data>-<teacher>-<student>-frac<f>-<split>-<hash>``.
+The hash covers every setting that changes results, so settings without a place in the
+readable part (a temperature, a weight, the seeds) get their own table too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from kdcore.config import as_dict, stable_hash
+
+# Settings that change how fast or where a job runs, not its results.
+OPERATIONAL = (
+    "results_dir",
+    "work_dir",
+    "device",
+    "ray",
+    "data.root",
+    "data.download",
+    "kd.compile",
+    "kd.teacher_cache",
+)
+
+
+def teacher_name(cfg: DictConfig) -> str:
+    """'T1' at the thesis's size, else e.g. 'T1(w16,d4)'."""
+    t = cfg.teacher
+    return "T1" if (t.width, t.depth) == (64, 4) else f"T1(w{t.width},d{t.depth})"
+
+
+def student_name(cfg: DictConfig) -> str:
+    """'S1' / 'S2' at the thesis's sizes, else e.g. 'S(w8)'."""
+    return {16: "S1", 32: "S2"}.get(cfg.student.width, f"S(w{cfg.student.width})")
+
+
+def dataset_label(cfg: DictConfig) -> str:
+    """A human name of the dataset and split, e.g. 'phantom CT (20 patients, seed 0), ...'."""
+    name = (
+        f"phantom CT ({cfg.phantom.num_patients} patients, seed {cfg.phantom.seed})"
+        if cfg.data.name == "phantom"
+        else "MSD Task09_Spleen"
+    )
+    split = "patient split" if cfg.split == "patient" else "SLICE split (leaky, as the thesis)"
+    return f"{name}, {split}, {cfg.image_size}x{cfg.image_size}"
+
+
+def results_hash(cfg: DictConfig) -> str:
+    """Hash of every setting that changes results (all but ``OPERATIONAL``)."""
+    settings = as_dict(cfg)
+    for key in OPERATIONAL:
+        section, _, leaf = key.rpartition(".")
+        (settings.get(section, {}) if section else settings).pop(leaf, None)
+    return stable_hash(settings)[:6]
+
+
+def table_name(cfg: DictConfig) -> str:
+    """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-1a2b3c' (see the module docstring)."""
+    squeeze = str.maketrans("", "", "(),")
+    parts = [
+        cfg.profile_name,
+        cfg.data.name,
+        teacher_name(cfg).translate(squeeze),
+        student_name(cfg).translate(squeeze),
+        f"frac{cfg.data_fraction:g}",
+        cfg.split,
+        results_hash(cfg),
+    ]
+    return "-".join(parts)
+
+
+def table_dir(cfg: DictConfig) -> Path:
+    """The folder of this config's table: ``results_dir/<ablation or grid>/<table_name>``."""
+    return Path(cfg.results_dir) / (cfg.ablation_name or "grid") / table_name(cfg)

@@ -1,0 +1,216 @@
+"""Every class of bad input, through the command line: one clear line on stderr, exit
+status 2, no traceback, and nothing written to results_dir.
+
+Classes: config values (ranges, types, enumerations, cross-key rules), overrides Hydra
+refuses, the machine (results_dir, device, Ray address), data files, and training that
+goes non-finite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY_AFFINE, write_msd_folder
+
+BAD_INPUT = 2
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
+
+
+# ---- config values: checked before any work starts ------------------------------------
+CONFIG = {
+    "temperature zero": (["kd.temperature=0"], "kd.temperature must be a number > 0, got 0"),
+    "negative KD weight": (["kd.weights.pmd=-0.2"], "kd.weights.pmd must be a number >= 0"),
+    "student width zero": (["student.width=0"], "student.width must be an integer >= 1"),
+    "teacher width not an integer": (["teacher.width=8.5"], "teacher.width must be an integer"),
+    "negative learning rate": (["student.fit.lr=-1"], "student.fit.lr must be a number > 0"),
+    "zero epochs": (["teacher.fit.epochs=0"], "teacher.fit.epochs must be an integer >= 1"),
+    "fraction zero": (["data_fraction=0"], "data_fraction must be a number in (0, 1]"),
+    "fraction above one": (["data_fraction=1.5"], "data_fraction must be a number in (0, 1]"),
+    "fraction not a number": (["data_fraction=half"], "data_fraction must be a number in (0, 1]"),
+    "too few phantom patients": (["phantom.num_patients=2"], "phantom.num_patients must be"),
+    "unknown variant": (["variants=[baseline,distill]"], "unknown KD term 'distill'"),
+    "unknown scale": (["variants=[enc+middle]"], "unknown KD term 'middle'"),
+    "unknown device": (["device=gpu"], "device must be one of auto, cpu, cuda, got 'gpu'"),
+    "unknown optimizer": (["student.fit.optimizer=lion"], "student.fit.optimizer must be one of"),
+    "image size vs depth": (["image_size=100"], "divisible by 2**teacher.depth"),
+    "teacher cache with augmentation": (
+        ["kd.teacher_cache=true", "student.fit.augment=true"],
+        "cannot be used with student.fit.augment=true",
+    ),
+    "batch of one with InfoNCE": (
+        ["variants=[baseline,bottleneck]", "student.fit.batch_size=1"],
+        "batch_size must be at least 2",
+    ),
+    "cuda without GPUs for the trials": (
+        ["device=cuda", "ray.gpus_per_trial=0"],
+        "ray.gpus_per_trial=0 gives the trials no GPU",
+    ),
+}
+
+# ---- overrides Hydra refuses while composing the config ---------------------------------
+HYDRA = {
+    "unknown key": (["student.widht=3"], "Key 'widht' is not in struct"),
+    "unknown ablation": (["ablation=nope"], "ablation/nope"),
+    "unknown profile": (["profile=nope"], "profile/nope"),
+    "unknown data": (["data=nope"], "data/nope"),
+}
+
+
+# ---- the machine: each builder gets tmp_path and returns the arguments ------------------
+def results_dir_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("a file\n")
+    return [f"results_dir={tmp / 'taken'}"]
+
+
+def results_dir_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("a file\n")
+    return [f"results_dir={tmp / 'taken' / 'results'}"]
+
+
+def work_dir_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "taken").write_text("a file\n")
+    return [f"work_dir={tmp / 'taken'}"]
+
+
+MACHINE = {
+    "results_dir is a file": (results_dir_is_a_file, "is a file, not a folder"),
+    "work_dir is a file": (work_dir_is_a_file, "is a file, not a folder"),
+    "results_dir under a file": (results_dir_under_a_file, "lies under the file"),
+    "unreachable Ray address": (
+        lambda _: ["ray.address=127.0.0.1:1"],
+        "the Ray cluster at 127.0.0.1:1 did not answer",
+    ),
+    "dashboard address as Ray address": (
+        lambda _: ["ray.address=http://127.0.0.1:8265"],
+        "is a dashboard / job-submission address",
+    ),
+}
+if not torch.cuda.is_available():
+    MACHINE["cuda without CUDA"] = (
+        lambda _: ["device=cuda", "ray.gpus_per_trial=1"],
+        "device=cuda but this machine has no usable CUDA GPU",
+    )
+
+
+# ---- data: a tiny MSD-layout folder with one bad case ----------------------------------
+BAD_CASE = 2
+
+
+def _msd(tmp: Path, **kwargs) -> tuple[Path, list[str]]:
+    root = write_msd_folder(tmp / "msd", [(16, 16, 4)] * 5, **kwargs)
+    return root, ["data=msd_spleen", f"data.root={root}", "image_size=16"]
+
+
+def truncated_image(tmp: Path) -> list[str]:
+    root, args = _msd(tmp)
+    path = root / "imagesTr" / f"case_{BAD_CASE}.nii.gz"
+    path.write_bytes(path.read_bytes()[:200])
+    return args
+
+
+def label_not_nifti(tmp: Path) -> list[str]:
+    root, args = _msd(tmp)
+    (root / "labelsTr" / f"case_{BAD_CASE}.nii.gz").write_text("not an image\n")
+    return args
+
+
+def nan_voxels(tmp: Path) -> list[str]:
+    root, args = _msd(tmp)
+    image = np.full((16, 16, 4), 40.0, np.float32)
+    image[3, 4, 1] = np.nan
+    nib.save(nib.Nifti1Image(image, TINY_AFFINE), root / "imagesTr" / f"case_{BAD_CASE}.nii.gz")
+    return args
+
+
+def label_value_two(tmp: Path) -> list[str]:
+    label = np.zeros((16, 16, 4), np.uint8)
+    label[2:6, 3:7, 1:3] = 2
+    return _msd(tmp, labels={BAD_CASE: label})[1]
+
+
+def other_affine(tmp: Path) -> list[str]:
+    return _msd(tmp, label_affines={BAD_CASE: np.diag([1.5, 1.5, 2.5, 1.0])})[1]
+
+
+def other_shape(tmp: Path) -> list[str]:
+    root = write_msd_folder(
+        tmp / "msd", [(16, 16, 4)] * 5, label_shapes=[(16, 16, 4)] * 4 + [(16, 16, 3)]
+    )
+    return ["data=msd_spleen", f"data.root={root}", "image_size=16"]
+
+
+def too_small(tmp: Path) -> list[str]:
+    root = write_msd_folder(tmp / "msd", [(16, 16, 4)] * 4 + [(4, 16, 4)])
+    return ["data=msd_spleen", f"data.root={root}", "image_size=16"]
+
+
+def empty_dataset(tmp: Path) -> list[str]:
+    root = tmp / "empty"
+    root.mkdir()
+    (root / "dataset.json").write_text('{"training": []}')
+    return ["data=msd_spleen", f"data.root={root}"]
+
+
+DATA = {
+    "missing folder": (lambda _: ["data=msd_spleen", "data.root=/nonexistent/msd"], "not found"),
+    "empty dataset": (empty_dataset, "the dataset is empty"),
+    "truncated image": (truncated_image, "cannot be read as NIfTI"),
+    "label not NIfTI": (label_not_nifti, "cannot be read as NIfTI"),
+    "NaN voxels": (nan_voxels, "non-finite voxel"),
+    "label value other than 0/1": (label_value_two, "data.foreground=[...]"),
+    "label affine differs": (other_affine, "is not on the voxel grid of its image"),
+    "label shape differs": (other_shape, "must match voxel for voxel"),
+    "volume too small to slice": (too_small, "too small to slice"),
+}
+
+# ---- training: a loss that goes non-finite stops the grid, no table ----------------------
+TRAINING = {
+    "non-finite loss": (
+        lambda _: ["variants=[baseline]", "seeds=[0]", "student.fit.lr=1e30"],
+        "variant 'baseline' seed 0: the loss became non-finite in epoch 1",
+    ),
+}
+
+
+def _static(cases: dict) -> dict:
+    return {name: ((lambda _, a=args: list(a)), message) for name, (args, message) in cases.items()}
+
+
+CASES = {**_static(CONFIG), **_static(HYDRA), **MACHINE, **DATA, **TRAINING}
+
+
+@pytest.mark.parametrize("build, message", CASES.values(), ids=CASES.keys())
+def test_bad_input_gives_one_clear_error(build, message, tmp_path):
+    results = tmp_path / "results"
+    args = build(tmp_path)
+    if not any(a.startswith("results_dir=") for a in args):
+        args.append(f"results_dir={results}")
+    profile = [] if any(a.startswith("profile=") for a in args) else ["profile=smoke"]
+    if not any(a.startswith("work_dir=") for a in args):
+        args.append(f"work_dir={tmp_path / 'w'}")
+    proc = run_cli(*args, *profile)
+    assert proc.returncode == BAD_INPUT, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) <= 1  # ours is one line; Hydra's own messages have no "error:"
+    assert not results.exists() or not any(results.iterdir())

@@ -1,0 +1,50 @@
+"""The job called in-process (``kdcore.run_job``): tables of other settings are written
+beside each other, each with its history, and the index lists them all."""
+
+import pandas as pd
+import pytest
+import ray
+from hydra import compose, initialize_config_dir
+
+import kdcore
+from tests.conftest import REPO
+
+
+def make(tmp_path, *overrides: str):
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "profile=smoke",
+                "variants=[baseline,pmd]",
+                "seeds=[0]",
+                f"results_dir={tmp_path / 'results'}",
+                f"work_dir={tmp_path / 'work'}",
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture
+def local_ray():
+    yield
+    ray.shutdown()
+
+
+def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
+    lines = []
+    first = kdcore.run_job(make(tmp_path), "first", lines.append)
+    second = kdcore.run_job(make(tmp_path, "data_fraction=1.0"), "second", lines.append)
+    assert first[0].parent != second[0].parent
+    assert first[0].parent.parent == second[0].parent.parent == tmp_path / "results" / "grid"
+    assert "frac1-" in second[0].parent.name and "frac0.5-" in first[0].parent.name
+    for paths in (first, second):
+        assert [p.name for p in paths] == ["table.md", "trials.csv"]
+        assert list(pd.read_csv(paths[1])["variant"]) == ["baseline", "pmd"]
+        history = pd.read_csv(paths[0].parent / "history" / "pmd-seed0.csv")
+        assert {"loss_seg", "loss_pmd"} <= set(history.columns)
+    index = (tmp_path / "results" / "index.md").read_text()
+    assert index.index(second[0].parent.name) < index.index(first[0].parent.name)
+    assert "`first`" in index and "`second`" in index
+    assert sum("teacher: training" in line for line in lines) == 1  # the second reuses it
+    assert lines[-1].startswith("done in ") and str(second[0]) in lines[-1]
