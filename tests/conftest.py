@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny MSD-layout folders written by the tests themselves."""
+"""Shared helpers: tiny MSD-layout folders written by the tests themselves, and the
+command line run in a subprocess."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 # Ray (used by the grid tests) must not ask for auth tokens or usage stats in tests.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def run_cli(*args: str, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
+    """``python bench/run.py *args`` from the checkout, with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **env_vars},
+    )
 
 
 TINY_AFFINE = np.diag([1.5, 1.5, 5.0, 1.0])

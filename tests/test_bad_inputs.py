@@ -8,9 +8,6 @@ goes non-finite.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,21 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_AFFINE, write_msd_folder
+from tests.conftest import TINY_AFFINE, run_cli, write_msd_folder
 
 BAD_INPUT = 2
-
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env,
-    )
 
 
 # ---- config values: checked before any work starts ------------------------------------

@@ -3,17 +3,14 @@ Ray session; a grid on an MSD-layout folder; the teacher-output cache. (Bad inpu
 test_bad_inputs.py.)"""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, write_msd_folder
+from tests.conftest import run_cli, write_msd_folder
 
 SCALES = [
     "baseline",
@@ -26,18 +23,6 @@ SCALES = [
     "bottleneck+dec+pmd",
     "enc+bottleneck+dec+pmd",
 ]
-
-
-def run_cli(*args: str, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **env_vars}
-    return subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env,
-    )
 
 
 def table_of(results, ablation: str):
