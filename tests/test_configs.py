@@ -4,7 +4,7 @@ each kind are refused in-process (the CLI's handling of them: test_bad_inputs.py
 import pytest
 from hydra import compose, initialize_config_dir
 
-from kdcore.config import check_config, leaves, rule_for
+from kdcore.config import check_config, check_ray_address, leaves, rule_for
 from kdcore.errors import ConfigError
 from kdcore.models import build_student, build_teacher, count_parameters
 from kdcore.names import table_dir
@@ -112,3 +112,22 @@ def test_tables_of_other_settings_live_beside_the_default_table():
     assert table_dir(make("ablation=scales")) == default
     same = make("ablation=scales", "kd.compile=true", "work_dir=/elsewhere", "ray.cpus_per_trial=2")
     assert table_dir(same) == default
+
+
+def test_ray_addresses_are_checked_for_an_answer(monkeypatch):
+    import socket
+
+    import ray._private.services as services
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_ray_address(f"127.0.0.1:{port}")
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    check_ray_address("local")
+    with pytest.raises(ConfigError, match="is not host:port, ray://host:port, auto or local"):
+        check_ray_address("head-node")
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", lambda *_: None)
+    with pytest.raises(ConfigError, match="ray.address=auto but no running Ray cluster"):
+        check_ray_address("auto")
