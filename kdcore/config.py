@@ -59,7 +59,9 @@ def integer(low: int) -> Rule:
     return Rule(f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
 
 
-def number(low: float, high: float | None = None, *, low_open: bool, high_open=False) -> Rule:
+def number(
+    low: float, high: float | None = None, *, low_open: bool, high_open: bool = False
+) -> Rule:
     """A finite number above ``low`` (and below ``high``), each end open or closed."""
     if high is None:
         what = f"a number {'>' if low_open else '>='} {low:g}"

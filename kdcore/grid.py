@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,9 @@ from ray import tune  # noqa: E402
 from kdcore.config import as_dict, stable_hash  # noqa: E402
 from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
-from kdcore.progress import Progress  # noqa: E402
+from kdcore.progress import Log, Progress  # noqa:E402
 from kdcore.report import TRIAL_COLUMNS  # noqa: E402
 from kdcore.trial import run_trial  # noqa: E402
-
-Log = Callable[[str], None]
 
 
 class ProgressLog(tune.Callback):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +15,8 @@ from kdcore.config import as_dict, check_config
 from kdcore.data.prepare import prepare_data
 from kdcore.grid import run_grid
 from kdcore.losses import parse_variant
-from kdcore.names import dataset_label, results_hash, student_name, table_dir, teacher_name
-from kdcore.progress import duration
+from kdcore.names import dataset_label, table_dir, table_settings
+from kdcore.progress import Log, duration
 from kdcore.report import (
     git_commit,
     render_report,
@@ -28,8 +27,6 @@ from kdcore.report import (
     write_table,
 )
 from kdcore.teacher import load_or_train_teacher, prepare_teacher_outputs
-
-Log = Callable[[str], None]
 
 
 def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> list[Path]:
@@ -72,15 +69,7 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     )
     provenance = {
         "ablation": cfg.ablation_name or "grid",
-        "settings": {
-            "profile": cfg.profile_name,
-            "data": cfg.data.name,
-            "teacher": teacher_name(cfg),
-            "student": student_name(cfg),
-            "fraction": cfg.data_fraction,
-            "split": cfg.split,
-            "hash": results_hash(cfg),
-        },
+        "settings": table_settings(cfg),
         "dataset": dataset_label(cfg),
         "trials": len(trials),
         "command": command,

@@ -59,17 +59,32 @@ def results_hash(cfg: DictConfig) -> str:
     return stable_hash(settings)[:6]
 
 
+def table_settings(cfg: DictConfig) -> dict[str, str | float]:
+    """The settings that name a table: profile, data, teacher, student, data fraction,
+    split, and the hash of all the others."""
+    return {
+        "profile": cfg.profile_name,
+        "data": cfg.data.name,
+        "teacher": teacher_name(cfg),
+        "student": student_name(cfg),
+        "fraction": cfg.data_fraction,
+        "split": cfg.split,
+        "hash": results_hash(cfg),
+    }
+
+
 def table_name(cfg: DictConfig) -> str:
     """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-1a2b3c' (see the module docstring)."""
+    s = table_settings(cfg)
     squeeze = str.maketrans("", "", "(),")
     parts = [
-        cfg.profile_name,
-        cfg.data.name,
-        teacher_name(cfg).translate(squeeze),
-        student_name(cfg).translate(squeeze),
-        f"frac{cfg.data_fraction:g}",
-        cfg.split,
-        results_hash(cfg),
+        s["profile"],
+        s["data"],
+        s["teacher"].translate(squeeze),
+        s["student"].translate(squeeze),
+        f"frac{s['fraction']:g}",
+        s["split"],
+        s["hash"],
     ]
     return "-".join(parts)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+Log = Callable[[str], None]  # where a stage writes its progress lines (print by default)
 
 
 def duration(seconds: float) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,9 @@ from kdcore.io import atomic_dir, atomic_path, write_text_atomic
 from kdcore.losses import MultiTaskLoss
 from kdcore.models import UNet, build_teacher, count_parameters
 from kdcore.names import teacher_name
-from kdcore.progress import Progress
+from kdcore.progress import Log, Progress
 from kdcore.training import FitSettings, evaluate, fit, model_device
 
-Log = Callable[[str], None]
 TAPS = ("enc", "bottleneck", "dec", "logits")  # what distillation reads from a teacher
 
 

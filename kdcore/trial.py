@@ -18,10 +18,9 @@ from kdcore.data.prepare import prepare_data
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant, temperature_keys
 from kdcore.models import build_student, count_parameters
 from kdcore.names import student_name, teacher_name
+from kdcore.progress import Log
 from kdcore.teacher import frozen_teacher, outputs_dir, teacher_outputs, teacher_taps
 from kdcore.training import FitSettings, FitState, evaluate, fit
-
-Log = Callable[[str], None]
 
 
 def epoch_line(state: FitState, weights: dict[str, float]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -13,8 +12,7 @@ from kdcore.data.phantom import write_phantom_dataset
 from kdcore.data.slices import SliceData, load_slices
 from kdcore.data.splits import Splits, make_splits
 from kdcore.io import atomic_dir
-
-Log = Callable[[str], None]
+from kdcore.progress import Log
 
 
 def dataset_root(cfg: DictConfig, log: Log = print) -> Path:
