@@ -1,0 +1,271 @@
+"""kdcore.stats against values worked out by hand (the arithmetic is in the comments)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from kdcore.stats import (
+    Interval,
+    PairedDifference,
+    bootstrap_pooled_dice_difference,
+    holm,
+    mean_ci,
+    paired_difference,
+    pooled_dice,
+    t_quantile,
+)
+
+# Tabled two-sided 95 % Student-t quantiles t_{0.975, dof}.
+T975 = {2: 4.302653, 3: 3.182446}
+
+
+# --- t_quantile, mean_ci -------------------------------------------------------------------
+
+
+def test_t_quantile_matches_table():
+    assert t_quantile(0.95, 2) == pytest.approx(T975[2], abs=1e-6)
+    assert t_quantile(0.95, 3) == pytest.approx(T975[3], abs=1e-6)
+    # 80 % two-sided -> t_{0.90, 3} = 1.637744 (table)
+    assert t_quantile(0.80, 3) == pytest.approx(1.637744, abs=1e-6)
+
+
+def test_mean_ci_three_values_by_hand():
+    # [1, 2, 3]: mean 2; sample var ((-1)^2 + 0 + 1^2) / (3 - 1) = 1, s = 1;
+    # half-width = t_{0.975,2} * s / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    ci = mean_ci([1, 2, 3])
+    assert ci.mean == 2.0
+    assert ci.low == pytest.approx(2 - 2.484138, abs=1e-5)
+    assert ci.high == pytest.approx(2 + 2.484138, abs=1e-5)
+    assert not ci.excludes_zero()  # [-0.484, 4.484]
+    # Shifted by +4: [5, 6, 7] -> [6 - 2.484, 6 + 2.484] = [3.516, 8.484], above 0.
+    assert mean_ci([5, 6, 7]).excludes_zero()
+    # Shifted by -4: [-3, -2, -1] -> [-4.484, 0.484]: contains 0.
+    assert not mean_ci([-3, -2, -1]).excludes_zero()
+    # [-7, -6, -5] -> [-8.484, -3.516], below 0.
+    assert mean_ci([-7, -6, -5]).excludes_zero()
+
+
+def test_mean_ci_other_level():
+    # 90 % with 2 dof: t_{0.95,2} = 2.919986 (table); half-width 2.919986 / sqrt(3) = 1.685854
+    ci = mean_ci([1, 2, 3], level=0.90)
+    assert (ci.low, ci.high) == pytest.approx((2 - 1.685854, 2 + 1.685854), abs=1e-5)
+
+
+def test_mean_ci_single_value_has_nan_bounds_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = mean_ci([0.8])
+    assert ci.mean == 0.8 and math.isnan(ci.low) and math.isnan(ci.high)
+    assert not ci.excludes_zero()
+
+
+def test_mean_ci_rejects_empty_and_non_finite():
+    with pytest.raises(ValueError):
+        mean_ci([])
+    with pytest.raises(ValueError):
+        mean_ci([0.8, float("nan")])
+    with pytest.raises(ValueError):
+        mean_ci([1, 2], level=1.0)
+
+
+def test_interval_is_a_tuple():
+    mean, low, high = Interval(1.0, 0.5, 1.5)
+    assert (mean, low, high) == (1.0, 0.5, 1.5)
+
+
+# --- paired_difference ---------------------------------------------------------------------
+
+
+def test_paired_difference_by_hand():
+    kd = [0.80, 0.78, 0.83, 0.75]
+    base = [0.76, 0.79, 0.78, 0.74]
+    # d = kd - base = [0.04, -0.01, 0.05, 0.01]; kd wins seeds 0, 2, 3 -> wins = 3
+    # mean d = 0.09 / 4 = 0.0225
+    # deviations 0.0175, -0.0325, 0.0275, -0.0125; squares 0.00030625, 0.00105625,
+    # 0.00075625, 0.00015625 -> sum 0.002275; var = 0.002275 / 3 = 0.000758333
+    # s = 0.0275379, se = s / sqrt(4) = 0.0137689
+    # half-width = t_{0.975,3} * se = 3.182446 * 0.0137689 = 0.0438189
+    # t = 0.0225 / 0.0137689 = 1.634114 on 3 dof
+    r = paired_difference(kd, base)
+    assert isinstance(r, PairedDifference)
+    assert r.n == 4 and r.wins == 3
+    assert r.mean == pytest.approx(0.0225)
+    assert (r.low, r.high) == pytest.approx((0.0225 - 0.0438189, 0.0225 + 0.0438189), abs=1e-6)
+    assert r.interval == Interval(r.mean, r.low, r.high)
+    assert not r.excludes_zero()
+    t_hand = 0.0225 / (math.sqrt(0.002275 / 3) / 2)
+    assert t_hand == pytest.approx(1.634114, abs=1e-6)
+    # Table, 3 dof: one-sided 0.10 at t = 1.637744 and 0.15 at t = 1.249778; 1.634114 lies
+    # between them, so the two-sided p lies in (0.20, 0.30), just above 0.20.
+    assert 0.20 < r.p_value < 0.30
+    assert r.p_value == pytest.approx(2 * sps.t.sf(t_hand, 3), rel=1e-9)  # 0.200745
+
+
+def test_paired_difference_ties_are_not_wins():
+    # d = [0, 1, -1]: one win, one tie, one loss; mean 0, s = 1 -> t = 0, p = 1
+    r = paired_difference([1, 1, 2], [1, 0, 3])
+    assert r.wins == 1 and r.mean == 0.0
+    assert r.p_value == pytest.approx(1.0)
+
+
+def test_paired_difference_constant_differences_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # d = [0.2, 0.2, 0.2] up to rounding (0.3 - 0.1 != 0.5 - 0.3 in floating point):
+        # zero spread, non-zero mean -> t = +inf -> p = 0
+        up = paired_difference([0.3, 0.5, 0.7], [0.1, 0.3, 0.5])
+        # identical rows: d = [0, 0, 0] -> t = 0/0, no evidence -> p = 1
+        same = paired_difference([0.7, 0.8, 0.9], [0.7, 0.8, 0.9])
+    assert up.p_value == 0.0 and up.wins == 3 and up.mean == pytest.approx(0.2)
+    assert same.p_value == 1.0 and same.wins == 0
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_single_seed():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = paired_difference([0.8], [0.7])
+    assert r.n == 1 and r.wins == 1 and r.mean == pytest.approx(0.1)
+    assert math.isnan(r.low) and math.isnan(r.high) and math.isnan(r.p_value)
+
+
+def test_paired_difference_rejects_unpaired_lengths():
+    with pytest.raises(ValueError, match="pair"):
+        paired_difference([0.8, 0.7], [0.7, 0.6, 0.5])
+
+
+# --- pooled_dice ---------------------------------------------------------------------------
+
+
+def test_pooled_dice_vectorised_with_zero_denominator():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # (2,1,1): 4 / (4 + 1 + 1) = 2/3; (0,0,0): 0/0 -> 1.0 by policy; (0,3,0): 0 / 3 = 0
+        got = pooled_dice([2, 0, 0], [1, 0, 3], [1, 0, 0])
+        scalar = pooled_dice(0, 0, 0)
+    np.testing.assert_allclose(got, [2 / 3, 1.0, 0.0])
+    assert scalar == 1.0
+    # Broadcasting: tp (2, 1) against fp, fn (2,): [[2/(2+1+0), 2/(2+0+1)], [0, 0]]
+    np.testing.assert_allclose(
+        pooled_dice([[1], [0]], [1, 0], [0, 1]), [[2 / 3, 2 / 3], [0.0, 0.0]]
+    )
+
+
+# --- bootstrap_pooled_dice_difference ------------------------------------------------------
+
+
+def _random_counts(rng: np.random.Generator, seeds: int, patients: int) -> np.ndarray:
+    return rng.integers(0, 50, size=(seeds, patients, 3))
+
+
+def test_bootstrap_identical_methods_give_zero():
+    counts = _random_counts(np.random.default_rng(1), seeds=3, patients=12)
+    # Same counts -> the same arithmetic on both sides of every resample -> exactly 0.
+    assert bootstrap_pooled_dice_difference(counts, counts.copy()) == Interval(0.0, 0.0, 0.0)
+
+
+def test_bootstrap_kd_better_on_every_patient_is_above_zero():
+    rng = np.random.default_rng(2)
+    base = np.stack(
+        [rng.integers(50, 100, size=(3, 15)), *rng.integers(5, 20, size=(2, 3, 15))], axis=-1
+    )
+    kd = base.copy()
+    kd[..., 1:] -= 3  # same TP, 3 fewer FP and FN on every patient and seed
+    # For any multiset of patients kd has the same summed TP and smaller FP + FN, so its
+    # pooled Dice 2TP / (2TP + FP + FN) is larger for every seed: every resampled
+    # difference is > 0, hence so is the lower percentile.
+    ci = bootstrap_pooled_dice_difference(kd, base, n_boot=500)
+    assert 0 < ci.low < ci.mean < ci.high
+    assert ci.excludes_zero()
+
+
+def test_bootstrap_point_estimate_by_hand():
+    # (seeds=2, patients=2, [tp, fp, fn])
+    kd = np.array([[[8, 2, 2], [2, 1, 1]], [[6, 2, 4], [4, 0, 2]]])
+    base = np.array([[[5, 5, 5], [0, 0, 0]], [[4, 2, 2], [0, 1, 0]]])
+    # kd seed 0: tp 10, fp 3, fn 3 -> 20 / 26 = 10/13;  seed 1: 10, 2, 6 -> 20 / 28 = 5/7
+    # base seed 0: 5, 5, 5 -> 10 / 20 = 1/2;            seed 1: 4, 3, 2 -> 8 / 13
+    # kd mean (10/13 + 5/7) / 2 = 135/182; base mean (1/2 + 8/13) / 2 = 29/52
+    # difference 135/182 - 29/52 = 270/364 - 203/364 = 67/364 = 0.184066
+    ci = bootstrap_pooled_dice_difference(kd, base, n_boot=200)
+    assert ci.mean == pytest.approx(67 / 364)
+    assert ci.low <= ci.high
+
+
+def test_bootstrap_single_patient_resamples_are_the_original():
+    # One patient: every resample is that patient -> interval collapses to the point.
+    # kd 2*9 / (18 + 1 + 1) = 0.9; base 2*5 / (10 + 5 + 5) = 0.5 -> 0.4
+    ci = bootstrap_pooled_dice_difference([[[9, 1, 1]]], [[[5, 5, 5]]], n_boot=50)
+    assert ci == pytest.approx((0.4, 0.4, 0.4))
+
+
+def test_bootstrap_matches_a_plain_loop():
+    # The vectorised weights must equal summing the drawn patients one resample at a time
+    # (same draw: default_rng(seed).integers(0, patients, size=(n_boot, patients))).
+    rng = np.random.default_rng(3)
+    kd, base = _random_counts(rng, 2, 7), _random_counts(rng, 2, 7)
+    n_boot, seed = 300, 11
+    idx = np.random.default_rng(seed).integers(0, 7, size=(n_boot, 7))
+
+    def stat(c):
+        s = c.sum(axis=1)  # (seeds, 3)
+        return pooled_dice(s[:, 0], s[:, 1], s[:, 2]).mean()
+
+    diffs = [stat(kd[:, row]) - stat(base[:, row]) for row in idx]
+    ci = bootstrap_pooled_dice_difference(kd, base, n_boot=n_boot, seed=seed)
+    assert ci.mean == pytest.approx(stat(kd) - stat(base))
+    assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))
+
+
+def test_bootstrap_is_deterministic_per_seed():
+    rng = np.random.default_rng(4)
+    kd, base = _random_counts(rng, 3, 10), _random_counts(rng, 3, 10)
+    a = bootstrap_pooled_dice_difference(kd, base, seed=7)
+    assert bootstrap_pooled_dice_difference(kd, base, seed=7) == a
+    b = bootstrap_pooled_dice_difference(kd, base, seed=8)
+    assert b.mean == a.mean and (b.low, b.high) != (a.low, a.high)
+
+
+def test_bootstrap_rejects_bad_shapes():
+    good = np.ones((2, 3, 3))
+    with pytest.raises(ValueError):
+        bootstrap_pooled_dice_difference(good, np.ones((2, 4, 3)))
+    with pytest.raises(ValueError):
+        bootstrap_pooled_dice_difference(np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError):
+        bootstrap_pooled_dice_difference(-good, good)
+
+
+# --- holm ----------------------------------------------------------------------------------
+
+
+def test_holm_by_hand():
+    # m = 3, sorted: 0.01 (index 0), 0.03 (index 2), 0.04 (index 1)
+    # scaled: 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, 1 * 0.04 = 0.04
+    # running max: 0.03, 0.06, max(0.06, 0.04) = 0.06
+    # back in input order: [0.03, 0.06, 0.06]
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+def test_holm_caps_at_one_and_keeps_order():
+    # m = 2: 2 * 0.6 = 1.2 -> capped 1.0; 1 * 0.7 = 0.7 -> running max 1.0
+    np.testing.assert_allclose(holm([0.7, 0.6]), [1.0, 1.0])
+    # m = 2: 2 * 0.4 = 0.8; 0.7 -> running max 0.8 (monotone in the raw p)
+    np.testing.assert_allclose(holm([0.4, 0.7]), [0.8, 0.8])
+
+
+def test_holm_passes_nan_through_and_does_not_count_it():
+    # The NaN is not a test: m = 3 as in test_holm_by_hand, not 4.
+    got = holm([0.01, np.nan, 0.04, 0.03])
+    assert math.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2, 3]], [0.03, 0.06, 0.06])
+    assert np.all(np.isnan(holm([np.nan, np.nan])))
+    assert holm([]).shape == (0,)
+
+
+def test_holm_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        holm([0.5, 1.5])
