@@ -77,3 +77,24 @@ def write_msd_folder(
 def tiny_msd(tmp_path: Path) -> Path:
     """Five 16x16x4 volumes in the MSD layout."""
     return write_msd_folder(tmp_path / "tiny_msd", [(16, 16, 4)] * 5)
+
+
+def write_msd_cases(root: Path, cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+    """Write an MSD-layout dataset of the given (image, label, affine) cases, in order.
+
+    Image and label of a case are written with the same 4x4 affine; case ``i`` is
+    ``case_{i}.nii.gz``.
+    """
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i, (image, label, affine) in enumerate(cases):
+        for folder, array in (("imagesTr", image), ("labelsTr", label)):
+            data = np.ascontiguousarray(array)
+            nib.save(nib.Nifti1Image(data, affine), root / folder / f"case_{i}.nii.gz")
+        training.append(
+            {"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"}
+        )
+    manifest = {"name": "cases", "labels": {"0": "background", "1": "organ"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root

@@ -54,7 +54,7 @@ def read_volume(loader: Callable[[Path], torch.Tensor], path: Path, role: str) -
 
 
 def check_image(image: torch.Tensor, path: Path) -> None:
-    """A 3D (X, Y, Z) volume with slices of at least MIN_INPLANE^2 voxels, all finite."""
+    """A 3D (X, Y, Z) volume with voxels, all finite (its size: ``check_slice_size``)."""
     shape = tuple(image.shape)
     if image.numel() == 0:
         # MONAI flattens an empty volume; its header still has the shape, e.g. (512, 512, 0)
@@ -69,13 +69,6 @@ def check_image(image: torch.Tensor, path: Path) -> None:
             f"image {path} has shape {shape}; expected a 3D (X, Y, Z) volume of axial "
             "slices: re-export it as 3D or remove the case from dataset.json"
         )
-    if min(shape[:2]) < MIN_INPLANE or shape[2] < MIN_SLICES:
-        raise ConfigError(
-            f"image {path} has shape {shape}, too small to slice: need at least "
-            f"{MIN_INPLANE}x{MIN_INPLANE} voxels in-plane and {MIN_SLICES} slice(s); "
-            "check the file (is it a thumbnail or wrongly oriented?) or remove the case "
-            "from dataset.json"
-        )
     finite = torch.isfinite(image)
     if not bool(finite.all()):
         bad = (~finite).nonzero()
@@ -85,6 +78,27 @@ def check_image(image: torch.Tensor, path: Path) -> None:
             f"(NaN or inf), the first at "
             f"voxel {first}; they would make every loss NaN: fix or re-export the image"
         )
+
+
+def check_slice_size(
+    image: torch.Tensor, path: Path, stored_shape: tuple[int, ...] | None = None
+) -> None:
+    """Axial slices of at least MIN_INPLANE^2 voxels, and at least MIN_SLICES of them.
+
+    ``image`` is the volume as it is sliced (reoriented to RAS); ``stored_shape``, the
+    shape in the file, is named in the message when it differs.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    if min(shape[:2]) >= MIN_INPLANE and shape[2] >= MIN_SLICES:
+        return
+    stored = tuple(int(n) for n in stored_shape) if stored_shape is not None else shape
+    where = f" after reorienting to RAS (stored as {stored})" if stored != shape else ""
+    raise ConfigError(
+        f"image {path} has shape {shape}{where}, too small to slice: need at least "
+        f"{MIN_INPLANE}x{MIN_INPLANE} voxels in-plane and {MIN_SLICES} slice(s); "
+        "check the file (is it a thumbnail or wrongly oriented?) or remove the case "
+        "from dataset.json"
+    )
 
 
 def check_pair(image: torch.Tensor, label: torch.Tensor, image_path: Path, label_path: Path):

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import LoadImage, Resize, ScaleIntensityRange
+from monai.transforms import LoadImage, Orientation, Resize, ScaleIntensityRange
 
-from kdcore.data.checks import check_image, check_pair, label_mask, read_volume
+from kdcore.data.checks import (
+    check_image,
+    check_pair,
+    check_slice_size,
+    label_mask,
+    read_volume,
+)
 from kdcore.data.msd import Case
 from kdcore.errors import ConfigError
 from kdcore.io import atomic_dir
 
-CACHE_VERSION = 2  # bump when the preprocessing code changes what it writes
+CACHE_VERSION = 3  # bump when the preprocessing code changes what it writes
 
 
 @dataclass(frozen=True)
@@ -26,14 +33,33 @@ class SliceSettings:
     Label voxels whose value is in ``foreground`` become 1, those in ``background`` 0;
     any other label value is an error (e.g. a multi-organ label map needs
     ``foreground=(1,), background=(0, 2, 3)``).
+
+    ``pixel_mm`` None (the thesis): every slice is resized to ``image_size`` x
+    ``image_size`` whatever its pixel spacing. A number: slices are resampled to that
+    in-plane spacing (mm), then centre-cropped or zero-padded to ``image_size`` x
+    ``image_size``, so a pixel is the same size in every scan.
     """
 
     window: tuple[float, float] = (0.0, 255.0)  # thesis: raw HU clipped to [0, 255]
     image_size: int = 256
     foreground: tuple[int, ...] = (1,)
     background: tuple[int, ...] = (0,)
+    pixel_mm: float | None = None
 
     def __post_init__(self):
+        if self.pixel_mm is not None:
+            pixel_mm = self.pixel_mm
+            if (
+                isinstance(pixel_mm, bool)
+                or not isinstance(pixel_mm, (int, float, np.integer, np.floating))
+                or not math.isfinite(pixel_mm)
+                or pixel_mm <= 0
+            ):
+                raise ConfigError(
+                    f"data.pixel_mm must be a pixel spacing in mm > 0 (or null to resize "
+                    f"every slice to image_size), got {pixel_mm!r}"
+                )
+            object.__setattr__(self, "pixel_mm", float(pixel_mm))
         if not self.window[0] < self.window[1]:
             raise ConfigError(f"window must be [low, high] with low < high, got {self.window}")
         if self.image_size < 8:
@@ -64,8 +90,11 @@ class SliceSettings:
 class SliceData:
     """All slices of a dataset, in case order then z order.
 
-    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 in {0, 1};
-    case: (N,) index into ``case_names`` of each slice's volume; z: (N,) slice index.
+    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 in {0, 1}; H and W are
+    the volume's x and y axes in RAS orientation (x increasing towards the patient's
+    right, y towards anterior).
+    case: (N,) index into ``case_names`` of each slice's volume; z: (N,) slice index in
+    RAS order (inferior to superior).
     """
 
     images: np.ndarray
@@ -87,20 +116,83 @@ def preprocess_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, Y, Z) HU volume and label -> (Z, S, S) float16 images and uint8 masks.
 
-    Image: window clipped and scaled to [0, 1], bilinear resize. Label: values mapped to
+    The volumes are sliced as given: ``read_case`` has reoriented them to RAS. Image:
+    window clipped and scaled to [0, 1], bilinear resize. Label: values mapped to
     {0, 1} by ``settings.foreground`` / ``settings.background`` (ConfigError naming
     ``label_path`` on any other value), then nearest resize (the reference's linear
-    interpolation gave soft label edges).
+    interpolation gave soft label edges). The z axis is never resampled.
+
+    With ``settings.pixel_mm`` the in-plane resize is to that spacing (taken from the
+    image's affine: a MONAI MetaTensor), then the slices are centre-cropped or padded to
+    S x S, image with 0.0 (the window's low end: air), label with 0.
     """
     lo, hi = settings.window
+    size = settings.image_size
+    if settings.pixel_mm is None:
+        inplane, label_mode = (size, size), "nearest"
+    else:
+        spacing = inplane_spacing(image)
+        inplane = tuple(
+            max(1, round(n * mm / settings.pixel_mm))
+            for n, mm in zip(image.shape[:2], spacing, strict=True)
+        )
+        # nearest-exact samples the same pixel centres as the image's bilinear resize
+        label_mode = "nearest-exact"
     image = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image.float())
-    size = (settings.image_size, settings.image_size, image.shape[-1])
-    image = Resize(size, mode="trilinear", align_corners=False)(image[None])[0]
+    shape = (*inplane, image.shape[-1])
+    image = Resize(shape, mode="trilinear", align_corners=False)(image[None])[0]
     mask = label_mask(label, settings.foreground, settings.background, label_path)
-    label = Resize(size, mode="nearest")(mask[None].float())[0]
-    image = torch.as_tensor(image).permute(2, 0, 1).numpy().astype(np.float16)
-    label = (torch.as_tensor(label).permute(2, 0, 1).numpy() > 0.5).astype(np.uint8)
+    label = Resize(shape, mode=label_mode)(mask[None].float())[0]
+    image, label = torch.as_tensor(image), torch.as_tensor(label)
+    if settings.pixel_mm is not None:
+        image, label = _crop_or_pad(image, size, 0.0), _crop_or_pad(label, size, 0.0)
+    image = image.permute(2, 0, 1).numpy().astype(np.float16)
+    label = (label.permute(2, 0, 1).numpy() > 0.5).astype(np.uint8)
     return image, label
+
+
+def to_ras(volume: torch.Tensor) -> torch.Tensor:
+    """An (X, Y, Z) MetaTensor with its voxels flipped / permuted to RAS orientation.
+
+    Afterwards x increases towards the patient's right, y towards anterior, z towards
+    superior, and the affine says so. Only axis flips and permutations (to the closest
+    RAS axes for an oblique affine): no voxel is resampled. A plain tensor (no affine)
+    is returned as it is.
+    """
+    if getattr(volume, "affine", None) is None:
+        return volume
+    # labels=None: the axis labels follow the MetaTensor's "space" (RAS for NIfTI)
+    return Orientation(axcodes="RAS", labels=None)(volume[None])[0]
+
+
+def inplane_spacing(volume: torch.Tensor) -> tuple[float, float]:
+    """(x, y) voxel size in mm of an (X, Y, Z) MetaTensor, from its affine."""
+    affine = getattr(volume, "affine", None)
+    if affine is None:
+        raise ValueError(
+            "SliceSettings.pixel_mm needs the voxel spacing: pass the volume as a MONAI "
+            "MetaTensor with its affine"
+        )
+    columns = np.asarray(torch.as_tensor(affine), dtype=np.float64)[:3, :2]
+    sx, sy = np.linalg.norm(columns, axis=0)
+    return float(sx), float(sy)
+
+
+def _crop_or_pad(volume: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    """Centre-crop or pad (with ``value``) the first two axes of (X, Y, Z) to ``size``."""
+    for axis in (0, 1):
+        n = volume.shape[axis]
+        if n > size:
+            volume = volume.narrow(axis, (n - size) // 2, size)
+        elif n < size:
+            before = (size - n) // 2
+            pad_shape = list(volume.shape)
+            pad_shape[axis] = before
+            head = volume.new_full(pad_shape, value)
+            pad_shape[axis] = size - n - before
+            tail = volume.new_full(pad_shape, value)
+            volume = torch.cat([head, volume, tail], dim=axis)
+    return volume
 
 
 def cache_key(cases: list[Case], settings: SliceSettings) -> str:
@@ -131,18 +223,21 @@ def load_slices(cases: list[Case], settings: SliceSettings, cache_dir: str | Pat
 
 
 def read_case(case: Case, loader: LoadImage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The checked (image, label) volumes of ``case``.
+    """The checked (image, label) volumes of ``case``, both reoriented to RAS.
 
     ConfigError naming the file if either cannot be read as NIfTI, the image is not a 3D
-    volume large enough to slice or has non-finite voxels, or the label's shape or affine
-    differs from the image's. Label values are checked by ``preprocess_volume``.
+    volume large enough to slice (in RAS orientation) or has non-finite voxels, or the
+    label's shape or affine differs from the image's (as stored, before reorienting).
+    Label values are checked by ``preprocess_volume``.
     """
     loader = loader or LoadImage(image_only=True)
     image = read_volume(loader, case.image, "image")
     label = read_volume(loader, case.label, "label")
     check_image(image, case.image)
+    ras_image = to_ras(image)
+    check_slice_size(ras_image, case.image, tuple(image.shape))
     check_pair(image, label, case.image, case.label)
-    return image, label
+    return ras_image, to_ras(label)
 
 
 def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> None:

@@ -13,9 +13,11 @@ Geometry is defined in millimetres with smooth implicit shapes, so ``shape`` and
 (128, 128, 40) voxels of (2.8, 2.8, 5.0) mm cover 358 x 358 x 200 mm. For a smaller
 ``shape`` with the same field of view use ``spacing_for_shape(shape)``.
 
-Arrays are indexed (x, y, z) like MSD NIfTI files. The affine is diag(spacing), i.e. RAS:
-x grows towards the patient's left (the liver is at low x, the spleen at high x),
-y towards anterior and z towards superior (z is the axial slice index).
+Arrays are indexed (x, y, z) like MSD NIfTI files: x grows towards the patient's left
+(the liver is at low x, the spleen at high x), y towards anterior and z towards superior
+(z is the axial slice index). The files carry the matching LAS affine
+diag(-sx, sy, sz), so the loader, which reorients every volume to RAS, shows the phantom
+the same way up as real scans.
 """
 
 from kdcore.data.phantom.dataset import (

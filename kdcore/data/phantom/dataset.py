@@ -99,7 +99,11 @@ def patient_seed(seed: int, index: int) -> int:
 
 def _save_nifti(array: np.ndarray, spacing, path: Path) -> None:
     """Write a NIfTI file under a temporary name in the same folder, then rename it."""
-    affine = np.diag([float(s) for s in spacing] + [1.0])
+    # x runs towards the patient's left, which world (RAS) coordinates call -x: an LAS
+    # affine, so that reorienting to RAS puts the spleen where real scans have it.
+    sx, sy, sz = (float(s) for s in spacing)
+    affine = np.diag([-sx, sy, sz, 1.0])
+    affine[0, 3] = sx * (array.shape[0] - 1)  # keep the volume at x >= 0 in world mm
     img = nib.Nifti1Image(array, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
