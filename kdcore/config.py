@@ -135,12 +135,21 @@ RULES: dict[str, Rule] = {
     "data.download": BOOLEAN,
     "data.foreground": list_of(integer(0), min_length=1),
     "data.background": list_of(integer(0)),
+    "data.pixel_mm": optional(POSITIVE),
     "phantom.num_patients": integer(3),
     "phantom.seed": SEED,
     "phantom.shape": list_of(integer(8), length=3),
     "phantom.spacing": list_of(POSITIVE, length=3),
     "profile_name": TEXT,
     "ablation_name": optional(TEXT),
+    "axes": Rule(
+        "null, or a mapping of config keys to non-empty lists of values, "
+        "e.g. {data_fraction: [0.25, 1.0]}",
+        lambda v: (
+            v is None
+            or (isinstance(v, dict) and all(isinstance(x, list) and x for x in leaves(v).values()))
+        ),
+    ),
     "variants": list_of(TEXT, min_length=1),
     "seeds": list_of(SEED, min_length=1),
     "teacher.width": integer(1),
@@ -179,11 +188,11 @@ def rule_for(key: str) -> Rule | None:
 
 
 def leaves(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a config as {dotted key: value}; lists are leaves."""
+    """Every leaf of a config as {dotted key: value}; lists and ``axes`` are leaves."""
     out: dict[str, Any] = {}
     for key, value in cfg.items() if isinstance(cfg, dict) else as_dict(cfg).items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and dotted != "axes":
             out.update(leaves(value, f"{dotted}."))
         else:
             out[dotted] = value
@@ -216,6 +225,7 @@ def slice_settings(cfg: DictConfig) -> SliceSettings:
         cfg.image_size,
         tuple(cfg.data.foreground),
         tuple(cfg.data.background),
+        cfg.data.pixel_mm,
     )
 
 
@@ -226,8 +236,12 @@ def check_config(cfg: DictConfig, outside: bool = True) -> None:
     (results_dir, device, Ray address), e.g. for configs composed in tests.
     """
     _check_values(cfg)
-    _check_variants(cfg)
-    _check_cross_keys(cfg)
+    _check_axes(cfg)
+    for cell in axis_cells(cfg):  # every cell of the grid is a config of its own
+        cell_cfg = cell_config(cfg, cell)
+        _check_values(cell_cfg)
+        _check_variants(cell_cfg)
+        _check_cross_keys(cell_cfg)
     if outside:
         for key in ("results_dir", "work_dir"):
             check_writable_dir(Path(cfg[key]), key)
@@ -235,6 +249,50 @@ def check_config(cfg: DictConfig, outside: bool = True) -> None:
         address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
         if address:
             check_ray_address(address)
+
+
+# Keys that cannot be grid axes: the grid's own keys, and settings of place and speed.
+NOT_AXES = ("variants", "seeds", "axes", "results_dir", "work_dir", "device", "ray.")
+
+
+def grid_axes(cfg: DictConfig) -> dict[str, list]:
+    """The grid's axes as {dotted config key: values}; ``axes`` may spell a key dotted
+    (``{student.width: [...]}``) or nested (``+axes.student.width=[...]``)."""
+    return leaves(as_dict(cfg.axes)) if cfg.axes else {}
+
+
+def axis_cells(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The grid's cells beyond variant and seed: one {key: value} per combination of the
+    axes' values, in order (the last axis varies fastest); ``[{}]`` without axes."""
+    cells: list[dict[str, Any]] = [{}]
+    for key, values in grid_axes(cfg).items():
+        cells = [{**cell, key: value} for cell in cells for value in values]
+    return cells
+
+
+def cell_config(cfg: DictConfig, cell: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with the axis values of ``cell`` set."""
+    out = cfg.copy()
+    for key, value in cell.items():
+        OmegaConf.update(out, key, value, merge=False)
+    return out
+
+
+def _check_axes(cfg: DictConfig) -> None:
+    known = leaves(cfg)
+    for key, values in grid_axes(cfg).items():
+        if key.startswith(NOT_AXES) or key not in known:
+            raise ConfigError(
+                f"axes: {key!r} is not a setting a grid can vary; an axis is a config key "
+                "such as data_fraction, student.width, teacher.width or kd.weights.pmd "
+                "(variants and seeds have keys of their own)"
+            )
+        if len({repr(v) for v in values}) < len(values):
+            raise ConfigError(f"axes: {key} lists a value twice: {values}")
+        rule = rule_for(key)
+        for value in values:
+            if not rule.ok(value):
+                raise ConfigError(f"axes: every value of {key} must be {rule.what}, got {value!r}")
 
 
 def _check_values(cfg: DictConfig) -> None:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.config import as_dict, stable_hash  # noqa: E402
+from kdcore.config import as_dict, axis_cells, cell_config, stable_hash  # noqa: E402
 from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
@@ -40,7 +40,8 @@ class ProgressLog(tune.Callback):
 
     @staticmethod
     def _name(trial) -> str:
-        return f"{trial.config['variant']} seed {trial.config['seed']}"
+        cell = "".join(f"{k}={v}, " for k, v in trial.config["cell"].items())
+        return f"{cell}{trial.config['variant']} seed {trial.config['seed']}"
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.progress is None:  # trials finished before a resume do not set the pace
@@ -66,14 +67,15 @@ class ProgressLog(tune.Callback):
         self.log(f"trial FAILED: {self._name(trial)} (logs in {trial.local_path})")
 
 
-def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
-    """One Ray Tune trial: train a student, report per-epoch progress, then its row.
+def _trainable(config: dict[str, Any], cfg: dict, teachers: dict | None) -> None:
+    """One Ray Tune trial: train a student in its grid cell, report per-epoch progress,
+    then its row (with the cell's axis values).
 
     Each epoch's line (losses per term, validation Dice) goes to ``trial.log`` in the
     trial's folder. A non-finite loss ends the trial with its message as the result, so
     that the grid reports it without a traceback.
     """
-    cfg = OmegaConf.create(cfg)
+    cfg = cell_config(OmegaConf.create(cfg), config["cell"])
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
     resume = None
@@ -99,13 +101,14 @@ def _trainable(config: dict[str, Any], cfg: dict, teacher: dict | None) -> None:
             tune.report(metrics)
 
     try:
-        row = run_trial(cfg, config["variant"], config["seed"], teacher, on_epoch, resume, log)
+        row = run_trial(cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log)
     except NonFiniteLossError as err:
         log(str(err))
         tune.report({"failure": str(err), "finished": False})
         return
-    history = row.pop("history")
-    tune.report({**row, "history": json.dumps(history), "epoch": epochs, "finished": True})
+    # nested results travel as JSON: Tune flattens dicts and keeps lists as they are
+    extra = {k: json.dumps(row.pop(k)) for k in ("history", "cases")}
+    tune.report({**row, **extra, "epoch": epochs, "finished": True})
 
 
 def connect(cfg: DictConfig, log: Log = print) -> None:
@@ -148,10 +151,13 @@ def _last_line(error: BaseException) -> str:
 
 
 def run_grid(
-    cfg: DictConfig, teacher: dict[str, torch.Tensor] | None, log: Log = print
+    cfg: DictConfig, teachers: dict[str, dict[str, torch.Tensor]] | None, log: Log = print
 ) -> list[dict]:
-    """Run one trial per (variant, seed) and return their rows, in grid order; each row
-    has the trial's per-epoch ``history`` (a list of dicts).
+    """Run one trial per (cell, variant, seed) and return their rows, in grid order.
+
+    A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
+    cell's values as columns, the trial's per-epoch ``history`` and its per-patient test
+    counts ``cases`` (lists of dicts). ``teachers``: weights by teacher folder name.
 
     The run folder under ``work_dir/ray`` is named by a hash of the config, so running
     the same command again resumes unfinished and failed trials and keeps finished ones.
@@ -164,10 +170,12 @@ def run_grid(
     # The config and the teacher's weights go through Ray's object store: trials on other
     # nodes need no shared disk, and a trial's own config is its (variant, seed) alone.
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, cfg=cfg_dict, teacher=teacher), resources
+        tune.with_parameters(_trainable, cfg=cfg_dict, teachers=teachers), resources
     )
     connect(cfg, log)
     path = storage / name
+    cells = axis_cells(cfg)
+    total = len(cells) * len(cfg.variants) * len(cfg.seeds)
     if tune.Tuner.can_restore(str(path)):
         log(f"ray: resuming {path}")
         tuner = tune.Tuner.restore(
@@ -175,6 +183,7 @@ def run_grid(
         )
     else:
         param_space = {
+            "cell": tune.grid_search(cells),
             "variant": tune.grid_search(list(cfg.variants)),
             "seed": tune.grid_search(list(cfg.seeds)),
         }
@@ -190,7 +199,7 @@ def run_grid(
                 storage_path=str(storage),
                 verbose=cfg.ray.verbose,
                 # restored with the run, so a resumed grid logs its progress too
-                callbacks=[ProgressLog(len(cfg.variants) * len(cfg.seeds), log)],
+                callbacks=[ProgressLog(total, log)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
@@ -210,9 +219,10 @@ def run_grid(
             f"{path}. No table was written. Run the same command again to resume the grid."
         )
     labels = [parse_variant(v).label for v in cfg.variants]
-    order = {(v, s): i for i, (v, s) in enumerate((v, s) for v in labels for s in cfg.seeds)}
-    rows = [
-        {**{k: r.metrics[k] for k in TRIAL_COLUMNS}, "history": json.loads(r.metrics["history"])}
-        for r in results
-    ]
-    return sorted(rows, key=lambda row: order[(row["variant"], row["seed"])])
+    ordered = []
+    for r in results:
+        cell = r.config["cell"]
+        row = {**cell, **{k: r.metrics[k] for k in TRIAL_COLUMNS}}
+        row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
+        ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))
+    return [row for _, row in sorted(ordered, key=lambda pair: pair[0])]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from kdcore.config import as_dict, check_config
+from kdcore.config import as_dict, axis_cells, cell_config, check_config, grid_axes
 from kdcore.data.prepare import prepare_data
 from kdcore.grid import run_grid
 from kdcore.losses import parse_variant
@@ -19,6 +19,7 @@ from kdcore.names import dataset_label, table_dir, table_settings
 from kdcore.progress import Log, duration
 from kdcore.report import (
     git_commit,
+    history_name,
     render_report,
     summarize,
     summary_markdown,
@@ -27,6 +28,39 @@ from kdcore.report import (
     write_table,
 )
 from kdcore.teacher import load_or_train_teacher, prepare_teacher_outputs
+
+
+def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict]]:
+    """Data for every cell of the grid, and each distinct teacher its cells need, trained
+    once (or loaded from its cache) before any trial starts, with its output cache when
+    ``kd.teacher_cache`` is on.
+
+    Returns the teachers' weights by folder name (what trials look up) and their metadata
+    (with the cells each teacher serves, for the table).
+    """
+    needs_teacher = any(parse_variant(v).terms for v in cfg.variants)
+    weights: dict[str, dict] = {}
+    metas: dict[str, dict] = {}
+    for cell in axis_cells(cfg):
+        cell_cfg = cell_config(cfg, cell)
+        data, splits = prepare_data(cell_cfg, log)
+        where = "".join(f"{k}={v}, " for k, v in cell.items())
+        log(
+            f"data: {where}{dataset_label(cell_cfg)}: {len(data)} slices; train "
+            f"{len(splits.train)}, student {len(splits.student)}, val {len(splits.val)}, "
+            f"test {len(splits.test)}"
+        )
+        if not needs_teacher:
+            continue
+        teacher = load_or_train_teacher(cell_cfg, data, splits, log)
+        key = teacher.folder.name
+        if key not in weights:
+            weights[key] = teacher.weights()
+            metas[key] = {**teacher.meta, "cells": []}
+            if cfg.kd.teacher_cache:
+                prepare_teacher_outputs(cell_cfg, data, splits, weights[key], log)
+        metas[key]["cells"].append(cell)
+    return weights, list(metas.values())
 
 
 def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> list[Path]:
@@ -40,27 +74,31 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     check_config(cfg)
     command = command or "kdcore.run_job(cfg)"
     commit = git_commit()
-    data, splits = prepare_data(cfg, log)
+    teachers, teacher_metas = prepare_teachers(cfg, log)
+    cells = axis_cells(cfg)
     log(
-        f"data: {dataset_label(cfg)}: {len(data)} slices; train {len(splits.train)}, "
-        f"student {len(splits.student)}, val {len(splits.val)}, test {len(splits.test)}"
+        f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} seeds "
+        "with Ray Tune"
     )
-    teacher = weights = None
-    if any(parse_variant(v).terms for v in cfg.variants):
-        teacher = load_or_train_teacher(cfg, data, splits, log)
-        weights = teacher.weights()
-        if cfg.kd.teacher_cache:
-            prepare_teacher_outputs(cfg, data, splits, weights, log)
-    log(f"grid: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds with Ray Tune")
-    rows = run_grid(cfg, weights, log)
-    histories = {(r["variant"], r["seed"]): r.pop("history") for r in rows}
+    rows = run_grid(cfg, teachers or None, log)
+    axes = list(grid_axes(cfg))
+    histories = {history_name(r, axes): r.pop("history") for r in rows}
+    cases = pd.DataFrame(
+        [
+            {**{k: r[k] for k in [*axes, "variant", "seed"]}, **case}
+            for r in rows
+            for case in r.pop("cases")
+        ]
+    )
     trials = pd.DataFrame(rows)
     folder = table_dir(cfg)
     written = utc_now()
     report = render_report(
         f"{cfg.ablation_name or 'grid'}: {folder.name}",
         trials,
-        teacher.meta if teacher else None,
+        cases,
+        axes,
+        teacher_metas,
         dataset_label(cfg),
         command,
         OmegaConf.to_yaml(cfg, resolve=True),
@@ -70,6 +108,7 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     provenance = {
         "ablation": cfg.ablation_name or "grid",
         "settings": table_settings(cfg),
+        "axes": grid_axes(cfg),
         "dataset": dataset_label(cfg),
         "trials": len(trials),
         "command": command,
@@ -77,8 +116,8 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         "written": written,
         "config": as_dict(cfg),
     }
-    paths = write_table(folder, trials, histories, report, provenance)
+    paths = write_table(folder, trials, histories, cases, report, provenance, axes)
     index = write_index(Path(cfg.results_dir))
-    log("\n" + summary_markdown(summarize(trials)))
+    log("\n" + summary_markdown(summarize(trials, cases, axes), axes))
     log(f"done in {duration(time.perf_counter() - start)}: table {paths[0]} (every table: {index})")
     return paths

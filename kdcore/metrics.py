@@ -49,10 +49,23 @@ def volume_dice(pred: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray
     return float(np.mean(scores))
 
 
+def volume_counts(
+    pred: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray
+) -> list[tuple[int, int, int, int]]:
+    """(volume id, TP, FP, FN) of each volume, in id order: the per-patient counts that a
+    bootstrap over test patients resamples. pred, target: (N, H, W) binary slices."""
+    counts = []
+    for vid in np.unique(volume_ids):
+        sel = torch.from_numpy(np.flatnonzero(volume_ids == vid))
+        counts.append((int(vid), *pooled_counts(pred[sel], target[sel])))
+    return counts
+
+
 def segmentation_metrics(
     probs: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray, threshold: float = 0.5
 ) -> dict[str, float]:
-    """Pooled IoU / Dice / recall / precision, raw TP / FP / FN, and mean 3D Dice.
+    """Pooled IoU / Dice / recall / precision, raw TP / FP / FN, mean 3D Dice, and the
+    counts of each volume (``volumes``: see ``volume_counts``).
 
     probs: (N, H, W) sigmoid outputs; target: (N, H, W) in {0, 1}.
     """
@@ -64,4 +77,5 @@ def segmentation_metrics(
         "tp": tp,
         "fp": fp,
         "fn": fn,
+        "volumes": volume_counts(pred, target.bool(), volume_ids),
     }

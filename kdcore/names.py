@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from kdcore.config import as_dict, stable_hash
+from kdcore.config import as_dict, grid_axes, stable_hash
 
 # Settings that change how fast or where a job runs, not its results.
 OPERATIONAL = (
@@ -61,32 +61,33 @@ def results_hash(cfg: DictConfig) -> str:
 
 def table_settings(cfg: DictConfig) -> dict[str, str | float]:
     """The settings that name a table: profile, data, teacher, student, data fraction,
-    split, and the hash of all the others."""
+    split, and the hash of all the others. A setting that is a grid axis is 'axis'."""
+    axes = set(grid_axes(cfg))
+
+    def unless_axis(keys: set[str], value: str | float) -> str | float:
+        return "axis" if keys & axes else value
+
     return {
         "profile": cfg.profile_name,
         "data": cfg.data.name,
-        "teacher": teacher_name(cfg),
-        "student": student_name(cfg),
-        "fraction": cfg.data_fraction,
-        "split": cfg.split,
+        "teacher": unless_axis({"teacher.width", "teacher.depth"}, teacher_name(cfg)),
+        "student": unless_axis({"student.width"}, student_name(cfg)),
+        "fraction": unless_axis({"data_fraction"}, cfg.data_fraction),
+        "split": unless_axis({"split"}, cfg.split),
         "hash": results_hash(cfg),
     }
 
 
 def table_name(cfg: DictConfig) -> str:
-    """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-1a2b3c' (see the module docstring)."""
+    """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-1a2b3c', or with data_fraction as a
+    grid axis 'quick-phantom-T1w16d4-S1-frac-axis-patient-...' (see the module docstring)."""
     s = table_settings(cfg)
     squeeze = str.maketrans("", "", "(),")
-    parts = [
-        s["profile"],
-        s["data"],
-        s["teacher"].translate(squeeze),
-        s["student"].translate(squeeze),
-        f"frac{s['fraction']:g}",
-        s["split"],
-        s["hash"],
-    ]
-    return "-".join(parts)
+    teacher = "T-axis" if s["teacher"] == "axis" else s["teacher"].translate(squeeze)
+    student = "S-axis" if s["student"] == "axis" else s["student"].translate(squeeze)
+    fraction = "frac-axis" if s["fraction"] == "axis" else f"frac{s['fraction']:g}"
+    split = "split-axis" if s["split"] == "axis" else s["split"]
+    return "-".join([s["profile"], s["data"], teacher, student, fraction, split, s["hash"]])
 
 
 def table_dir(cfg: DictConfig) -> Path:

@@ -2,7 +2,8 @@
 
 A table is a folder (named by ``kdcore.names.table_dir``) holding
 - ``table.md``: setup, mean ± std per variant, change against the baseline, provenance;
-- ``trials.csv``: one row per trial (``TRIAL_COLUMNS``);
+- ``trials.csv``: one row per trial (its axis values, then ``TRIAL_COLUMNS``);
+- ``cases.csv``: each trial's TP / FP / FN per test patient (for the bootstrap);
 - ``history/<variant>-seed<k>.csv``: each trial's per-epoch losses (total and per term),
   validation Dice and seconds;
 - ``provenance.json``: its settings, command, commit and date, read back by the index.
@@ -19,9 +20,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kdcore.io import replaced_dir, write_text_atomic
+from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
 
 METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
 # One row per trial, in this column order (``kdcore.trial.run_trial`` makes them).
@@ -49,37 +52,112 @@ TRIAL_COLUMNS = (
 INDEX_NAME = "index.md"
 
 
-def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std over seeds per variant (grid order kept), and the change of
-    each variant's mean Dice against the baseline, in points and relative %."""
-    grouped = trials.groupby("variant", sort=False)
-    summary = grouped[[*METRICS, "wall_s"]].agg(["mean", "std"])
-    summary.columns = [f"{m}_{s}" for m, s in summary.columns]
-    summary.insert(0, "seeds", grouped.size())
-    if "baseline" in summary.index:
-        base = summary.loc["baseline", "dice_mean"]
-        summary["delta_dice_pts"] = 100 * (summary["dice_mean"] - base)
-        summary["delta_dice_rel"] = 100 * (summary["dice_mean"] / base - 1)
+def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -> pd.DataFrame:
+    """One row per (axis values..., variant), grid order kept, with:
+
+    - ``seeds``; each metric's mean and 95% t-interval over seeds (``<m>_mean``,
+      ``<m>_low``, ``<m>_high``); mean wall time;
+    - for a KD row, against the baseline of the same cell and seeds: the paired per-seed
+      Dice difference in points with its 95% interval (``delta``, ``delta_low``,
+      ``delta_high``), its paired t-test p-value, Holm-adjusted over the table's KD rows
+      (``p``, ``p_holm``), how many seeds it won (``wins``); and the 95% interval of the
+      pooled-Dice difference from a bootstrap over test patients (``boot_low``,
+      ``boot_high``, points); ``verdict``: gain / loss when both intervals exclude zero
+      on the same side, else "within noise".
+    """
+    keys = [*axes, "variant"]
+    rows = []
+    for key, group in trials.groupby(keys, sort=False):
+        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row = {**values, "seeds": len(group)}
+        for m in METRICS:
+            ci = mean_ci(group[m].to_numpy())
+            row.update({f"{m}_mean": ci.mean, f"{m}_low": ci.low, f"{m}_high": ci.high})
+        row["wall_s"] = group["wall_s"].mean()
+        if values["variant"] != "baseline":
+            row.update(_against_baseline(trials, cases, values, axes, group))
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    if "p" in summary:
+        summary["p_holm"] = holm(summary["p"].to_numpy())
     return summary
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+def _in_cell(frame: pd.DataFrame, values: dict[str, Any], axes: list[str]) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for k in axes:
+        mask &= frame[k] == values[k]
+    return frame[mask]
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table (metrics as mean ± std)."""
+def _against_baseline(
+    trials: pd.DataFrame,
+    cases: pd.DataFrame,
+    values: dict[str, Any],
+    axes: list[str],
+    group: pd.DataFrame,
+) -> dict[str, Any]:
+    """The paired and bootstrap comparisons of one KD row with its cell's baseline."""
+    cell = _in_cell(trials, values, axes)
+    base = cell[cell["variant"] == "baseline"].set_index("seed")
+    seeds = [s for s in group["seed"] if s in base.index]
+    if not seeds:
+        return {}
+    kd = group.set_index("seed").loc[seeds]
+    diff = paired_difference(kd["dice"].to_numpy(), base.loc[seeds, "dice"].to_numpy())
+    counts = _in_cell(cases, values, axes)
+
+    def stack(variant: str) -> np.ndarray:  # (seeds, patients, 3): tp, fp, fn
+        rows = counts[counts["variant"] == variant]
+        return np.stack(
+            [
+                rows[rows["seed"] == s].sort_values("case")[["tp", "fp", "fn"]].to_numpy()
+                for s in seeds
+            ]
+        )
+
+    boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack("baseline"))
+    out = {
+        "delta": 100 * diff.mean,
+        "delta_low": 100 * diff.low,
+        "delta_high": 100 * diff.high,
+        "p": diff.p_value,
+        "wins": diff.wins,
+        "boot_low": 100 * boot.low,
+        "boot_high": 100 * boot.high,
+    }
+    above = out["delta_low"] > 0 and out["boot_low"] > 0
+    below = out["delta_high"] < 0 and out["boot_high"] < 0
+    out["verdict"] = "gain" if above else "loss" if below else "within noise"
+    return out
+
+
+def _interval(mean: float, low: float, high: float, digits: int = 3, sign: str = "") -> str:
+    if pd.isna(low):
+        return f"{mean:{sign}.{digits}f}"
+    return f"{mean:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
+def summary_markdown(summary: pd.DataFrame, axes: list[str] = ()) -> str:
+    """The summary as a Markdown table: metrics as mean [95% CI]; for KD rows the Dice
+    difference from the baseline (points) with both intervals, seeds won, Holm p."""
     rows = []
-    for variant, r in summary.iterrows():
-        row = {"variant": variant, "seeds": int(r["seeds"])}
-        row.update({m: _fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS})
-        if "delta_dice_pts" in r:
-            row["Δ dice vs baseline"] = (
-                "—"
-                if variant == "baseline"
-                else f"{r['delta_dice_pts']:+.2f} pts ({r['delta_dice_rel']:+.1f}%)"
+    for _, r in summary.iterrows():
+        row = {k: r[k] for k in [*axes, "variant"]}
+        row["seeds"] = int(r["seeds"])
+        row.update({m: _interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS})
+        if "delta" in summary:
+            kd = r["variant"] != "baseline" and not pd.isna(r.get("delta"))
+            row["Δ dice pts, paired by seed [95% CI]"] = (
+                _interval(r["delta"], r["delta_low"], r["delta_high"], 2, "+") if kd else "—"
             )
-        row["wall_s"] = f"{r['wall_s_mean']:.0f}"
+            row["seeds won"] = f"{int(r['wins'])}/{int(r['seeds'])}" if kd else "—"
+            row["Δ pts, patient bootstrap [95% CI]"] = (
+                f"[{r['boot_low']:+.2f}, {r['boot_high']:+.2f}]" if kd else "—"
+            )
+            row["p (Holm)"] = f"{r['p_holm']:.3f}" if kd and not pd.isna(r["p_holm"]) else "—"
+            row["verdict"] = r["verdict"] if kd else "—"
+        row["wall_s"] = f"{r['wall_s']:.0f}"
         rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False)
 
@@ -107,42 +185,79 @@ def git_commit(repo: Path | None = None) -> str:
     return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
+def _teacher_line(meta: dict[str, Any], n_cells: int) -> str:
+    """A teacher, its test metrics, and the grid cells it serves unless it serves all."""
+    t = meta["test"]
+    cells = ""
+    if len(meta["cells"]) < n_cells:
+        cells = (
+            " (for "
+            + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in meta["cells"])
+            + ")"
+        )
+    return (
+        f"- Teacher{cells}: {meta['name']}, {meta['params']:,} parameters, trained on all "
+        f"training patients; test Dice {t['dice']:.3f}, IoU {t['iou']:.3f}, recall "
+        f"{t['recall']:.3f}, precision {t['precision']:.3f}, 3D Dice {t['dice_3d']:.3f} "
+        f"(checkpoint of epoch {meta['best_epoch']}, chosen on validation)"
+    )
+
+
 def render_report(
     title: str,
     trials: pd.DataFrame,
-    teacher: dict[str, Any] | None,
+    cases: pd.DataFrame,
+    axes: list[str],
+    teachers: list[dict[str, Any]],
     dataset: str,
     command: str,
     config_yaml: str,
     commit: str,
     written: str,
 ) -> str:
-    """The Markdown report of a grid: setup, summary table, provenance."""
+    """The Markdown report of a grid: setup, statistics used, summary table, provenance."""
+    summary = summarize(trials, cases, axes)
     first = trials.iloc[0]
-    lines = [f"# {title}", ""]
-    lines.append(f"- Dataset: {dataset}")
-    if teacher is not None:
-        t = teacher["test"]
-        lines.append(
-            f"- Teacher: {teacher['name']}, {teacher['params']:,} parameters, trained on all "
-            f"training patients; test Dice {t['dice']:.3f}, IoU {t['iou']:.3f}, recall "
-            f"{t['recall']:.3f}, precision {t['precision']:.3f}, 3D Dice {t['dice_3d']:.3f} "
-            f"(checkpoint of epoch {teacher['best_epoch']}, chosen on validation)"
-        )
     unit = "patients" if first["split"] == "patient" else "slices"
-    lines.append(
-        f"- Student: {first['student']}, {int(first['params']):,} parameters, trained on "
-        f"{first['data_fraction']:.0%} of the training {unit}"
+    students = trials.drop_duplicates(["student", "params"])
+    student = ", ".join(
+        f"{r.student} ({int(r.params):,} parameters)" for r in students.itertuples()
     )
-    seeds = ", ".join(str(s) for s in sorted(trials["seed"].unique()))
+    fraction = (
+        "the data fraction of its row"
+        if "data_fraction" in axes
+        else f"{first['data_fraction']:.0%}"
+    )
+    seeds = sorted(trials["seed"].unique())
+    grid = " x ".join(
+        [f"{k} ({', '.join(map(str, trials[k].unique()))})" for k in axes]
+        + [f"variant ({trials['variant'].nunique()})", f"seed ({len(seeds)})"]
+    )
+    n_kd = int(summary["delta"].notna().sum()) if "delta" in summary else 0
+    patients = cases.groupby([*axes, "variant", "seed"])["case"].nunique().min()
+    lines = [f"# {title}", "", f"- Dataset: {dataset}"]
+    n_cells = len(trials.drop_duplicates(axes)) if axes else 1
+    lines += [_teacher_line(meta, n_cells) for meta in teachers]
     lines += [
-        f"- Seeds: {seeds}. Metrics on the test patients: mean ± sample std over seeds.",
-        "- dice / iou / recall / precision: pooled over all test slices (as the thesis); "
-        "dice_3d: mean per-volume 3D Dice. Checkpoints chosen on validation Dice.",
+        f"- Student: {student}, trained on {fraction} of the training {unit}",
+        f"- Grid: {grid}; rows are the axis values and variants.",
+        f"- Seeds: {', '.join(map(str, seeds))}. Replicates differ in initialisation and "
+        "batch order only: the student's training subset and the test patients are the "
+        "same for every seed.",
+        f"- Metrics on {patients} test patients: dice / iou / recall / precision pooled over "
+        "all test slices (as the thesis); dice_3d: mean per-volume 3D Dice. Checkpoints "
+        "chosen on validation Dice.",
+        "- Each cell: mean over seeds [95% t-interval]. KD rows, against the baseline of the "
+        "same cell and seeds: the per-seed paired Dice difference in points [95% "
+        "t-interval], the seeds it won, the 95% percentile interval of a paired bootstrap "
+        "over the test patients (2,000 resamples), and the paired t-test p-value adjusted "
+        f"with Holm's method over the {n_kd} KD rows of this table. The intervals are not "
+        "corrected for multiple comparisons. verdict: gain or loss only when both intervals "
+        "exclude zero on the same side; otherwise within noise.",
         "- Baseline and KD variants share optimiser, schedule, epochs, batches, data and "
         "seed; they differ only in the KD terms.",
         "",
-        summary_markdown(summarize(trials)),
+        summary_markdown(summary, axes),
         "",
         "Objective per variant: "
         + "; ".join(
@@ -157,7 +272,8 @@ def render_report(
         f"- Command: `{command}`",
         f"- Git commit: {commit}",
         f"- Written: {written}",
-        "- Per-trial rows: `trials.csv`; per-epoch losses of each trial: `history/`",
+        "- Per-trial rows: `trials.csv`; per-patient test counts: `cases.csv`; per-epoch "
+        "losses of each trial: `history/`",
         "",
         "Resolved config:",
         "",
@@ -169,28 +285,37 @@ def render_report(
     return "\n".join(lines)
 
 
-def history_name(variant: str, seed: int) -> str:
-    """File name of a trial's history, e.g. 'bottleneck+pmd-seed0.csv'."""
-    return f"{variant.replace(os.sep, '_')}-seed{seed}.csv"
+def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:
+    """File name of a trial's history: its axis values, variant and seed, e.g.
+    'data_fraction=0.25_bottleneck+pmd-seed0.csv'."""
+    cell = "".join(f"{k}={row[k]}_" for k in axes)
+    return f"{cell}{row['variant']}-seed{row['seed']}.csv".replace(os.sep, "_")
 
 
 def write_table(
     folder: Path,
     trials: pd.DataFrame,
-    histories: dict[tuple[str, int], list[dict]],
+    histories: dict[str, list[dict]],
+    cases: pd.DataFrame,
     markdown: str,
     provenance: dict[str, Any],
+    axes: list[str] = (),
 ) -> list[Path]:
     """Write a table folder whole (see the module docstring), replacing an older one only
-    once the new one is complete; return the paths of its table and rows."""
+    once the new one is complete; return the paths of its table and rows.
+
+    ``histories``: per-epoch rows by file name (``history_name``); ``cases``: per-patient
+    test counts of every trial.
+    """
     folder = Path(folder)
+    columns = [*(a for a in axes if a not in TRIAL_COLUMNS), *TRIAL_COLUMNS]
     with replaced_dir(folder) as tmp:
         (tmp / "history").mkdir()
         (tmp / "table.md").write_text(markdown)
-        (tmp / "trials.csv").write_text(trials[list(TRIAL_COLUMNS)].to_csv(index=False))
-        for (variant, seed), rows in histories.items():
-            path = tmp / "history" / history_name(variant, seed)
-            path.write_text(pd.DataFrame(rows).to_csv(index=False))
+        (tmp / "trials.csv").write_text(trials[columns].to_csv(index=False))
+        (tmp / "cases.csv").write_text(cases.to_csv(index=False))
+        for name, rows in histories.items():
+            (tmp / "history" / name).write_text(pd.DataFrame(rows).to_csv(index=False))
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
     return [folder / "table.md", folder / "trials.csv"]
 

@@ -19,7 +19,7 @@ from kdcore.losses import DistillationLoss, maybe_compile, parse_variant, temper
 from kdcore.models import build_student, count_parameters
 from kdcore.names import student_name, teacher_name
 from kdcore.progress import Log
-from kdcore.teacher import frozen_teacher, outputs_dir, teacher_outputs, teacher_taps
+from kdcore.teacher import frozen_teacher, outputs_dir, teacher_dir, teacher_outputs, teacher_taps
 from kdcore.training import FitSettings, FitState, evaluate, fit
 
 
@@ -42,7 +42,7 @@ def run_trial(
     cfg: DictConfig,
     variant: str,
     seed: int,
-    teacher_weights: dict[str, Tensor] | None,
+    teachers: dict[str, dict[str, Tensor]] | None,
     on_epoch: Callable[[FitState, dict], None] | None = None,
     resume: dict | None = None,
     log: Log | None = None,
@@ -50,9 +50,11 @@ def run_trial(
     """Train one student (baseline or KD variant) and return its row of test metrics.
 
     Baseline and KD variants share the optimiser, schedule, epochs, batches, data subset
-    and seed; they differ only in the KD terms of the objective. ``log`` gets one line
-    per epoch (``epoch_line``); the row's ``history`` holds every epoch's losses (the
-    total and each term, unweighted), validation Dice and seconds.
+    and seed; they differ only in the KD terms of the objective. ``teachers`` maps a
+    teacher's folder name (``teacher_dir``) to its weights; the trial takes the one of its
+    config and data. ``log`` gets one line per epoch (``epoch_line``); the row's
+    ``history`` holds every epoch's losses (the total and each term, unweighted),
+    validation Dice and seconds, and ``cases`` the test counts of each patient.
     """
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -60,7 +62,10 @@ def run_trial(
     label, terms = parse_variant(variant)
     torch.manual_seed(seed)
     student = build_student(cfg.student.width).to(device)
-    teacher = frozen_teacher(cfg, teacher_weights, device) if terms else None
+    teacher = None
+    if terms:
+        weights = teachers[teacher_dir(cfg, data, splits).name]
+        teacher = frozen_teacher(cfg, weights, device)
     objective = DistillationLoss(
         terms,
         cfg.kd.weights,
@@ -120,4 +125,8 @@ def run_trial(
         "objective": objective.formula(),
         "wall_s": time.perf_counter() - start,
         "history": state.history,
+        "cases": [
+            {"case": data.case_names[vid], "tp": tp, "fp": fp, "fn": fn}
+            for vid, tp, fp, fn in test["volumes"]
+        ],
     }

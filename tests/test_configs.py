@@ -4,7 +4,14 @@ each kind are refused in-process (the CLI's handling of them: test_bad_inputs.py
 import pytest
 from hydra import compose, initialize_config_dir
 
-from kdcore.config import check_config, check_ray_address, leaves, rule_for
+from kdcore.config import (
+    axis_cells,
+    cell_config,
+    check_config,
+    check_ray_address,
+    leaves,
+    rule_for,
+)
 from kdcore.errors import ConfigError
 from kdcore.models import build_student, build_teacher, count_parameters
 from kdcore.names import table_dir
@@ -84,6 +91,12 @@ def test_paper_profile_uses_the_thesis_networks():
         ("+surplus=1", "surplus is not a setting this suite knows"),
         ("data.background=[0,1]", "are in both data.foreground=[1] and data.background=[0, 1]"),
         ("device=cuda", "ray.gpus_per_trial=0 gives the trials no GPU"),
+        ("axes={seeds:[[0],[1]]}", "axes: 'seeds' is not a setting a grid can vary"),
+        ("axes={student.widht:[8]}", "axes: 'student.widht' is not a setting"),
+        ("axes={data_fraction:[]}", "axes must be null, or a mapping of config keys to non-empty"),
+        ("axes={data_fraction:[0.5,2]}", "every value of data_fraction must be a number in"),
+        ("axes={kd.temperature:[0.1,0.1]}", "axes: kd.temperature lists a value twice"),
+        ("axes={image_size:[64,100]}", "image_size 100 must be divisible by 2**teacher.depth"),
     ],
 )
 def test_bad_values_are_rejected(override, message):
@@ -131,3 +144,22 @@ def test_ray_addresses_are_checked_for_an_answer(monkeypatch):
     monkeypatch.setattr(services, "canonicalize_bootstrap_address", lambda *_: None)
     with pytest.raises(ConfigError, match="ray.address=auto but no running Ray cluster"):
         check_ray_address("auto")
+
+
+def test_axes_make_one_cell_per_combination():
+    cfg = make("ablation=scales", "axes={data_fraction:[0.25,1.0],student.width:[8,16,32]}")
+    cells = axis_cells(cfg)
+    assert len(cells) == 6 and cells[0] == {"data_fraction": 0.25, "student.width": 8}
+    assert cells[-1] == {"data_fraction": 1.0, "student.width": 32}
+    cell = cell_config(cfg, cells[-1])
+    assert cell.student.width == 32 and cell.data_fraction == 1.0 and cfg.student.width == 16
+    assert axis_cells(make()) == [{}]
+    name = table_dir(cfg).name
+    assert name.startswith("quick-phantom-T1w16d4-S-axis-frac-axis-patient-")
+
+
+@pytest.mark.parametrize("ablation", ["fractions", "students"])
+def test_axis_ablations_compose_and_pass_checks(ablation):
+    cfg = make(f"ablation={ablation}")
+    check_config(cfg, outside=False)
+    assert len(cfg.seeds) >= 5 and len(axis_cells(cfg)) >= 4

@@ -34,17 +34,29 @@ def local_ray():
 def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
     lines = []
     first = kdcore.run_job(make(tmp_path), "first", lines.append)
-    second = kdcore.run_job(make(tmp_path, "data_fraction=1.0"), "second", lines.append)
+    axes = "+axes={data_fraction:[0.5,1.0]}"
+    second = kdcore.run_job(make(tmp_path, axes), "second", lines.append)
     assert first[0].parent != second[0].parent
     assert first[0].parent.parent == second[0].parent.parent == tmp_path / "results" / "grid"
-    assert "frac1-" in second[0].parent.name and "frac0.5-" in first[0].parent.name
-    for paths in (first, second):
-        assert [p.name for p in paths] == ["table.md", "trials.csv"]
-        assert list(pd.read_csv(paths[1])["variant"]) == ["baseline", "pmd"]
-        history = pd.read_csv(paths[0].parent / "history" / "pmd-seed0.csv")
-        assert {"loss_seg", "loss_pmd"} <= set(history.columns)
+    assert "-frac-axis-" in second[0].parent.name and "-frac0.5-" in first[0].parent.name
+    assert list(pd.read_csv(first[1])["variant"]) == ["baseline", "pmd"]
+    trials = pd.read_csv(second[1])
+    assert list(zip(trials["data_fraction"], trials["variant"], strict=True)) == [
+        (0.5, "baseline"),
+        (0.5, "pmd"),
+        (1.0, "baseline"),
+        (1.0, "pmd"),
+    ]
+    history = pd.read_csv(second[0].parent / "history" / "data_fraction=1.0_pmd-seed0.csv")
+    assert {"loss_seg", "loss_pmd"} <= set(history.columns)
+    cases = pd.read_csv(second[0].parent / "cases.csv")
+    assert (
+        len(cases) == 4 * cases["case"].nunique() and (cases[["tp", "fp", "fn"]] >= 0).all().all()
+    )
+    table = second[0].read_text()
+    assert "- Grid: data_fraction (0.5, 1.0) x variant (2) x seed (1)" in table
     index = (tmp_path / "results" / "index.md").read_text()
     assert index.index(second[0].parent.name) < index.index(first[0].parent.name)
     assert "`first`" in index and "`second`" in index
-    assert sum("teacher: training" in line for line in lines) == 1  # the second reuses it
+    assert sum("teacher: training" in line for line in lines) == 1  # one teacher serves all
     assert lines[-1].startswith("done in ") and str(second[0]) in lines[-1]

@@ -10,7 +10,7 @@ from kdcore.report import git_commit, summarize, summary_markdown, write_index, 
 
 def trials() -> pd.DataFrame:
     rows = []
-    for variant, dices in {"baseline": [0.70, 0.80], "pmd": [0.77, 0.85]}.items():
+    for variant, dices in {"baseline": [0.70, 0.80, 0.75], "pmd": [0.77, 0.85, 0.78]}.items():
         for seed, d in enumerate(dices):
             rows.append(
                 {
@@ -27,15 +27,56 @@ def trials() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_summary_is_mean_and_sample_std_with_change_against_baseline():
-    s = summarize(trials())
-    assert list(s.index) == ["baseline", "pmd"]
+def cases() -> pd.DataFrame:
+    """Two test patients per trial; pmd finds more of each organ than the baseline."""
+    rows = []
+    for variant, tp in {"baseline": 60, "pmd": 80}.items():
+        for seed in range(3):
+            for case, size in (("a", 100), ("b", 120)):
+                rows.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "case": case,
+                        "tp": tp + seed,
+                        "fp": 10,
+                        "fn": size - tp - seed,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_summary_has_intervals_and_the_paired_difference_from_the_baseline():
+    s = summarize(trials(), cases()).set_index("variant")
+    # baseline dice 0.70, 0.80, 0.75: mean 0.75, s = 0.05, half-width 4.302653 * 0.05 / sqrt(3)
     assert s.loc["baseline", "dice_mean"] == pytest.approx(0.75)
-    assert s.loc["baseline", "dice_std"] == pytest.approx(0.0707107, rel=1e-5)
-    assert s.loc["pmd", "delta_dice_pts"] == pytest.approx(6.0)
-    assert s.loc["pmd", "delta_dice_rel"] == pytest.approx(8.0)
-    table = summary_markdown(s)
-    assert "0.750 ± 0.071" in table and "+6.00 pts (+8.0%)" in table
+    half = 4.302653 * 0.05 / 3**0.5
+    assert s.loc["baseline", "dice_low"] == pytest.approx(0.75 - half, rel=1e-5)
+    assert s.loc["baseline", "dice_high"] == pytest.approx(0.75 + half, rel=1e-5)
+    # paired differences 7, 5, 3 points: mean 5, s = 2, half-width 4.302653 * 2 / sqrt(3)
+    assert s.loc["pmd", "delta"] == pytest.approx(5.0)
+    assert s.loc["pmd", "delta_low"] == pytest.approx(5 - 4.302653 * 2 / 3**0.5, rel=1e-5)
+    assert s.loc["pmd", "wins"] == 3 and s.loc["pmd", "p_holm"] == s.loc["pmd", "p"]
+    # every resample of patients favours pmd: the bootstrap interval lies above zero
+    assert 0 < s.loc["pmd", "boot_low"] < s.loc["pmd", "boot_high"]
+    assert s.loc["pmd", "verdict"] == "gain"
+    table = summary_markdown(summarize(trials(), cases()))
+    assert "0.750 [0.626, 0.874]" in table and "+5.00 [+0.03, +9.97]" in table
+    assert "3/3" in table
+
+
+def test_summary_compares_within_each_cell_of_an_axis():
+    both = pd.concat([trials().assign(data_fraction=f) for f in (0.5, 1.0)])
+    counts = pd.concat([cases().assign(data_fraction=f) for f in (0.5, 1.0)])
+    both.loc[(both["data_fraction"] == 1.0) & (both["variant"] == "pmd"), "dice"] -= 0.10
+    s = summarize(both, counts, ["data_fraction"])
+    assert list(zip(s["data_fraction"], s["variant"], strict=True)) == [
+        (0.5, "baseline"),
+        (0.5, "pmd"),
+        (1.0, "baseline"),
+        (1.0, "pmd"),
+    ]
+    assert s["delta"].iloc[1] == pytest.approx(5.0) and s["delta"].iloc[3] == pytest.approx(-5.0)
 
 
 def _full_trials() -> pd.DataFrame:
@@ -59,23 +100,26 @@ def _provenance(command: str, written: str) -> dict:
 
 
 def test_a_table_folder_is_written_whole_and_replaces_only_itself(tmp_path):
-    histories = {("baseline", 0): [{"epoch": 1, "train_loss": 0.5, "loss_seg": 1.25}]}
+    histories = {"baseline-seed0.csv": [{"epoch": 1, "train_loss": 0.5, "loss_seg": 1.25}]}
     folder = tmp_path / "out" / "x" / "quick-a"
-    paths = write_table(folder, _full_trials(), histories, "# report\n", _provenance("a", "1"))
+    paths = write_table(
+        folder, _full_trials(), histories, cases(), "# report\n", _provenance("a", "1")
+    )
     assert [p.name for p in paths] == ["table.md", "trials.csv"]
     assert sorted(p.name for p in folder.iterdir()) == [
+        "cases.csv",
         "history",
         "provenance.json",
         "table.md",
         "trials.csv",
     ]
-    assert len(pd.read_csv(paths[1])) == 4
+    assert len(pd.read_csv(paths[1])) == 6 and len(pd.read_csv(folder / "cases.csv")) == 12
     history = pd.read_csv(folder / "history" / "baseline-seed0.csv")
     assert list(history.columns) == ["epoch", "train_loss", "loss_seg"]
     # a rerun replaces the folder; a table of other settings beside it is untouched
     beside = tmp_path / "out" / "x" / "quick-b"
-    write_table(beside, _full_trials(), {}, "# other\n", _provenance("b", "2"))
-    write_table(folder, _full_trials(), {}, "# again\n", _provenance("a", "3"))
+    write_table(beside, _full_trials(), {}, cases(), "# other\n", _provenance("b", "2"))
+    write_table(folder, _full_trials(), {}, cases(), "# again\n", _provenance("a", "3"))
     assert (folder / "table.md").read_text() == "# again\n"
     assert not (folder / "history" / "baseline-seed0.csv").exists()
     assert (beside / "table.md").read_text() == "# other\n"
@@ -87,9 +131,9 @@ def test_a_table_folder_is_written_whole_and_replaces_only_itself(tmp_path):
 
 def test_a_failed_write_keeps_the_old_table(tmp_path):
     folder = tmp_path / "x" / "t"
-    write_table(folder, _full_trials(), {}, "# old\n", _provenance("a", "1"))
+    write_table(folder, _full_trials(), {}, cases(), "# old\n", _provenance("a", "1"))
     with pytest.raises(KeyError):
-        write_table(folder, _full_trials().drop(columns="tp"), {}, "# new\n", {})
+        write_table(folder, _full_trials().drop(columns="tp"), {}, cases(), "# new\n", {})
     assert (folder / "table.md").read_text() == "# old\n"
     assert json.loads((folder / "provenance.json").read_text())["command"] == "a"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["t"]
