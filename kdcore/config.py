@@ -35,9 +35,12 @@ from kdcore.losses import (
     temperature_keys,
     term_weight,
 )
+from kdcore.losses.contrastive import HEADS
+from kdcore.losses.prediction_map import PMD_MODES
 from kdcore.training import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("phantom", "msd_spleen")
+PROTOCOLS = ("fair", "thesis")
 DEVICES = ("auto", "cpu", "cuda")
 RAY_CONNECT_TIMEOUT_S = 5.0
 
@@ -150,6 +153,18 @@ RULES: dict[str, Rule] = {
             or (isinstance(v, dict) and all(isinstance(x, list) and x for x in leaves(v).values()))
         ),
     ),
+    "reference_table": Rule(
+        "null, or {source: text, rows: [mappings of column: value]}",
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and isinstance(v.get("source"), str)
+                and isinstance(v.get("rows"), list)
+                and all(isinstance(r, dict) for r in v["rows"])
+            )
+        ),
+    ),
     "variants": list_of(TEXT, min_length=1),
     "seeds": list_of(SEED, min_length=1),
     "teacher.width": integer(1),
@@ -159,6 +174,11 @@ RULES: dict[str, Rule] = {
     "teacher.recon_weight": NON_NEGATIVE,
     "student.width": integer(1),
     "student.seg_loss": one_of(*SEG_LOSSES),
+    "protocol.name": one_of(*PROTOCOLS),
+    "protocol.baseline_fit": Rule("null, or a mapping of student.fit keys", lambda v: v is None),
+    "protocol.select": one_of("val_dice", "test_loss"),
+    "kd.heads": one_of(*HEADS),
+    "kd.pmd_mode": one_of(*PMD_MODES),
     "kd.compile": BOOLEAN,
     "kd.teacher_cache": BOOLEAN,
     "kd.weights.*": NON_NEGATIVE,
@@ -182,17 +202,23 @@ def rule_for(key: str) -> Rule | None:
         return RULES[key]
     if key.startswith("kd.weights."):
         return RULES["kd.weights.*"]
+    if key.startswith("protocol.baseline_fit."):  # the thesis's own baseline optimiser
+        return FIT_RULES.get(key.removeprefix("protocol.baseline_fit."))
     if key.startswith("kd.") and key.removeprefix("kd.") in temperature_keys():
         return POSITIVE
     return None
 
 
+MAPPING_LEAVES = ("axes", "reference_table")  # mappings checked as one value
+
+
 def leaves(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a config as {dotted key: value}; lists and ``axes`` are leaves."""
+    """Every leaf of a config as {dotted key: value}; lists and ``MAPPING_LEAVES`` are
+    leaves."""
     out: dict[str, Any] = {}
     for key, value in cfg.items() if isinstance(cfg, dict) else as_dict(cfg).items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and dotted != "axes":
+        if isinstance(value, dict) and value and dotted not in MAPPING_LEAVES:
             out.update(leaves(value, f"{dotted}."))
         else:
             out[dotted] = value
@@ -256,13 +282,14 @@ NOT_AXES = ("variants", "seeds", "axes", "results_dir", "work_dir", "device", "r
 
 
 def grid_axes(cfg: DictConfig) -> dict[str, list]:
-    """The grid's axes as {dotted config key: values}; ``axes`` may spell a key dotted
-    (``{student.width: [...]}``) or nested (``+axes.student.width=[...]``)."""
+    """The grid's axes as {name: values}. An axis is a config key and its values (spelt
+    dotted, ``{student.width: [...]}``, or nested, ``+axes.student.width=[...]``), or a
+    named bundle whose values each set several keys: ``{label: ..., key: value, ...}``."""
     return leaves(as_dict(cfg.axes)) if cfg.axes else {}
 
 
 def axis_cells(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The grid's cells beyond variant and seed: one {key: value} per combination of the
+    """The grid's cells beyond variant and seed: one {axis: value} per combination of the
     axes' values, in order (the last axis varies fastest); ``[{}]`` without axes."""
     cells: list[dict[str, Any]] = [{}]
     for key, values in grid_axes(cfg).items():
@@ -270,29 +297,71 @@ def axis_cells(cfg: DictConfig) -> list[dict[str, Any]]:
     return cells
 
 
+def _overrides(key: str, value: Any) -> dict[str, Any]:
+    """The config keys an axis value sets: itself, or a bundle's keys but its label."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "label"}
+    return {key: value}
+
+
 def cell_config(cfg: DictConfig, cell: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with the axis values of ``cell`` set."""
+    """A copy of ``cfg`` with the settings of ``cell`` made."""
     out = cfg.copy()
-    for key, value in cell.items():
-        OmegaConf.update(out, key, value, merge=False)
+    for axis, value in cell.items():
+        for key, setting in _overrides(axis, value).items():
+            OmegaConf.update(out, key, setting, merge=False)
     return out
+
+
+def cell_labels(cell: dict[str, Any]) -> dict[str, Any]:
+    """{axis: value} of a cell as the table shows it (a bundle by its label)."""
+    return {k: v["label"] if isinstance(v, dict) else v for k, v in cell.items()}
+
+
+def varied_keys(cfg: DictConfig) -> set[str]:
+    """Every config key that some cell of the grid sets."""
+    return {
+        key
+        for axis, values in grid_axes(cfg).items()
+        for value in values
+        for key in _overrides(axis, value)
+    }
 
 
 def _check_axes(cfg: DictConfig) -> None:
     known = leaves(cfg)
-    for key, values in grid_axes(cfg).items():
-        if key.startswith(NOT_AXES) or key not in known:
-            raise ConfigError(
-                f"axes: {key!r} is not a setting a grid can vary; an axis is a config key "
-                "such as data_fraction, student.width, teacher.width or kd.weights.pmd "
-                "(variants and seeds have keys of their own)"
-            )
+
+    def settable(key: str) -> bool:  # a leaf, or a section such as protocol.baseline_fit
+        return not key.startswith(NOT_AXES) and (
+            key in known or any(k.startswith(f"{key}.") for k in known)
+        )
+
+    for axis, values in grid_axes(cfg).items():
         if len({repr(v) for v in values}) < len(values):
-            raise ConfigError(f"axes: {key} lists a value twice: {values}")
-        rule = rule_for(key)
+            raise ConfigError(f"axes: {axis} lists a value twice: {values}")
+        bundle = all(isinstance(v, dict) for v in values)
+        if bundle and axis not in known:
+            labels = [v.get("label") for v in values]
+            if not all(isinstance(label, str) and label for label in labels):
+                raise ConfigError(
+                    f"axes: every value of the axis {axis!r} sets several keys and needs a "
+                    "label naming it, e.g. {label: patient split, split: patient}"
+                )
+            if len(set(labels)) < len(labels):
+                raise ConfigError(f"axes: {axis} uses a label twice: {labels}")
         for value in values:
-            if not rule.ok(value):
-                raise ConfigError(f"axes: every value of {key} must be {rule.what}, got {value!r}")
+            for key, setting in _overrides(axis, value).items():
+                if not settable(key):
+                    raise ConfigError(
+                        f"axes: {key!r} is not a setting a grid can vary; an axis is a config "
+                        "key such as data_fraction, student.width, teacher.width or "
+                        "kd.weights.pmd (variants and seeds have keys of their own)"
+                    )
+                rule = rule_for(key)
+                if key in known and rule is not None and not rule.ok(setting):
+                    raise ConfigError(
+                        f"axes: every value of {key} must be {rule.what}, got {setting!r}"
+                    )
 
 
 def _check_values(cfg: DictConfig) -> None:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.config import as_dict, axis_cells, cell_config, stable_hash  # noqa: E402
+from kdcore.config import as_dict, axis_cells, cell_config, cell_labels, stable_hash  # noqa: E402
 from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
@@ -40,7 +40,7 @@ class ProgressLog(tune.Callback):
 
     @staticmethod
     def _name(trial) -> str:
-        cell = "".join(f"{k}={v}, " for k, v in trial.config["cell"].items())
+        cell = "".join(f"{k}={v}, " for k, v in cell_labels(trial.config["cell"]).items())
         return f"{cell}{trial.config['variant']} seed {trial.config['seed']}"
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -222,7 +222,7 @@ def run_grid(
     ordered = []
     for r in results:
         cell = r.config["cell"]
-        row = {**cell, **{k: r.metrics[k] for k in TRIAL_COLUMNS}}
+        row = {**cell_labels(cell), **{k: r.metrics[k] for k in TRIAL_COLUMNS}}
         row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
         ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))
     return [row for _, row in sorted(ordered, key=lambda pair: pair[0])]

@@ -11,11 +11,18 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from kdcore.config import as_dict, axis_cells, cell_config, check_config, grid_axes
+from kdcore.config import (
+    as_dict,
+    axis_cells,
+    cell_config,
+    cell_labels,
+    check_config,
+    grid_axes,
+)
 from kdcore.data.prepare import prepare_data
 from kdcore.grid import run_grid
 from kdcore.losses import parse_variant
-from kdcore.names import dataset_label, table_dir, table_settings
+from kdcore.names import dataset_label, protocol_label, table_dir, table_settings
 from kdcore.progress import Log, duration
 from kdcore.report import (
     git_commit,
@@ -44,7 +51,7 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
     for cell in axis_cells(cfg):
         cell_cfg = cell_config(cfg, cell)
         data, splits = prepare_data(cell_cfg, log)
-        where = "".join(f"{k}={v}, " for k, v in cell.items())
+        where = "".join(f"{k}={v}, " for k, v in cell_labels(cell).items())
         log(
             f"data: {where}{dataset_label(cell_cfg)}: {len(data)} slices; train "
             f"{len(splits.train)}, student {len(splits.student)}, val {len(splits.val)}, "
@@ -59,7 +66,7 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
             metas[key] = {**teacher.meta, "cells": []}
             if cfg.kd.teacher_cache:
                 prepare_teacher_outputs(cell_cfg, data, splits, weights[key], log)
-        metas[key]["cells"].append(cell)
+        metas[key]["cells"].append(cell_labels(cell))
     return weights, list(metas.values())
 
 
@@ -100,10 +107,12 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         axes,
         teacher_metas,
         dataset_label(cfg),
+        protocol_label(cfg),
         command,
         OmegaConf.to_yaml(cfg, resolve=True),
         commit,
         written,
+        as_dict(cfg.reference_table) if cfg.reference_table else None,
     )
     provenance = {
         "ablation": cfg.ablation_name or "grid",

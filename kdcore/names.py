@@ -2,7 +2,7 @@
 
 A table's folder is named by the settings that tell tables apart, so a run with other
 settings writes beside the default table and rerunning a command replaces only its own:
-``<results_dir>/<ablation>/<profile>-<data>-<teacher>-<student>-frac<f>-<split>-<hash>``.
+``<results_dir>/<ablation>/<profile>-<data>-<teacher>-<student>-frac<f>-<split>-<protocol>-<hash>``.
 The hash covers every setting that changes results, so settings without a place in the
 readable part (a temperature, a weight, the seeds) get their own table too.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from kdcore.config import as_dict, grid_axes, stable_hash
+from kdcore.config import as_dict, stable_hash, varied_keys
 
 # Settings that change how fast or where a job runs, not its results.
 OPERATIONAL = (
@@ -50,6 +50,48 @@ def dataset_label(cfg: DictConfig) -> str:
     return f"{name}, {split}, {cfg.image_size}x{cfg.image_size}"
 
 
+PROTOCOL_KEYS = ("split", "protocol.", "kd.heads", "kd.pmd_mode")
+
+
+def protocol_label(cfg: DictConfig) -> str:
+    """What the table's protocol is, and each way it departs from the fair one (and
+    whether the grid's axes change it from row to row)."""
+    varied = sorted(k for k in varied_keys(cfg) if k.startswith(PROTOCOL_KEYS))
+    rows = f" The grid's axes change {', '.join(varied)} from row to row." if varied else ""
+    return _protocol_departures(cfg) + rows
+
+
+def _protocol_departures(cfg: DictConfig) -> str:
+    fit = cfg.student.fit
+    departures = []
+    if cfg.split == "slice":
+        departures.append("a SLICE split (a patient's slices in both train and test)")
+    if cfg.protocol.baseline_fit:
+        base = {**as_dict(fit), **as_dict(cfg.protocol.baseline_fit)}
+        departures.append(
+            f"baselines trained with {base['optimizer']} lr {base['lr']:g} batch "
+            f"{base['batch_size']}, KD runs with {fit.optimizer} lr {fit.lr:g} batch "
+            f"{fit.batch_size}"
+        )
+    if cfg.protocol.select == "test_loss":
+        departures.append("checkpoints chosen by the segmentation loss on the TEST set")
+    if cfg.kd.heads == "random":
+        departures.append("InfoNCE projection heads re-created untrained at every step")
+    if cfg.kd.pmd_mode == "reference":
+        departures.append("the prediction-map loss as the reference computed it (always 0)")
+    if not departures:
+        return (
+            f"Protocol: {cfg.protocol.name}. Baseline and KD variants share optimiser, "
+            "schedule, epochs, batches, data and seed; they differ only in the KD terms. "
+            "Checkpoints chosen on validation Dice."
+        )
+    return (
+        f"Protocol: {cfg.protocol.name.upper()}, which departs from the fair protocol with "
+        + "; ".join(departures)
+        + ". Differences from the baseline mix distillation with these departures."
+    )
+
+
 def results_hash(cfg: DictConfig) -> str:
     """Hash of every setting that changes results (all but ``OPERATIONAL``)."""
     settings = as_dict(cfg)
@@ -62,7 +104,7 @@ def results_hash(cfg: DictConfig) -> str:
 def table_settings(cfg: DictConfig) -> dict[str, str | float]:
     """The settings that name a table: profile, data, teacher, student, data fraction,
     split, and the hash of all the others. A setting that is a grid axis is 'axis'."""
-    axes = set(grid_axes(cfg))
+    axes = varied_keys(cfg)
 
     def unless_axis(keys: set[str], value: str | float) -> str | float:
         return "axis" if keys & axes else value
@@ -74,12 +116,13 @@ def table_settings(cfg: DictConfig) -> dict[str, str | float]:
         "student": unless_axis({"student.width"}, student_name(cfg)),
         "fraction": unless_axis({"data_fraction"}, cfg.data_fraction),
         "split": unless_axis({"split"}, cfg.split),
+        "protocol": cfg.protocol.name,
         "hash": results_hash(cfg),
     }
 
 
 def table_name(cfg: DictConfig) -> str:
-    """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-1a2b3c', or with data_fraction as a
+    """E.g. 'quick-phantom-T1w16d4-S1-frac0.5-patient-fair-1a2b3c', or with data_fraction as a
     grid axis 'quick-phantom-T1w16d4-S1-frac-axis-patient-...' (see the module docstring)."""
     s = table_settings(cfg)
     squeeze = str.maketrans("", "", "(),")
@@ -87,7 +130,8 @@ def table_name(cfg: DictConfig) -> str:
     student = "S-axis" if s["student"] == "axis" else s["student"].translate(squeeze)
     fraction = "frac-axis" if s["fraction"] == "axis" else f"frac{s['fraction']:g}"
     split = "split-axis" if s["split"] == "axis" else s["split"]
-    return "-".join([s["profile"], s["data"], teacher, student, fraction, split, s["hash"]])
+    parts = [s["profile"], s["data"], teacher, student, fraction, split, s["protocol"], s["hash"]]
+    return "-".join(parts)
 
 
 def table_dir(cfg: DictConfig) -> Path:

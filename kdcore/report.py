@@ -210,10 +210,12 @@ def render_report(
     axes: list[str],
     teachers: list[dict[str, Any]],
     dataset: str,
+    protocol: str,
     command: str,
     config_yaml: str,
     commit: str,
     written: str,
+    reference: dict[str, Any] | None = None,
 ) -> str:
     """The Markdown report of a grid: setup, statistics used, summary table, provenance."""
     summary = summarize(trials, cases, axes)
@@ -245,8 +247,7 @@ def render_report(
         "batch order only: the student's training subset and the test patients are the "
         "same for every seed.",
         f"- Metrics on {patients} test patients: dice / iou / recall / precision pooled over "
-        "all test slices (as the thesis); dice_3d: mean per-volume 3D Dice. Checkpoints "
-        "chosen on validation Dice.",
+        "all test slices (as the thesis); dice_3d: mean per-volume 3D Dice.",
         "- Each cell: mean over seeds [95% t-interval]. KD rows, against the baseline of the "
         "same cell and seeds: the per-seed paired Dice difference in points [95% "
         "t-interval], the seeds it won, the 95% percentile interval of a paired bootstrap "
@@ -254,11 +255,11 @@ def render_report(
         f"with Holm's method over the {n_kd} KD rows of this table. The intervals are not "
         "corrected for multiple comparisons. verdict: gain or loss only when both intervals "
         "exclude zero on the same side; otherwise within noise.",
-        "- Baseline and KD variants share optimiser, schedule, epochs, batches, data and "
-        "seed; they differ only in the KD terms.",
+        f"- {protocol}",
         "",
         summary_markdown(summary, axes),
         "",
+        *_reference_lines(reference),
         "Objective per variant: "
         + "; ".join(
             f"{v}: `{o}`"
@@ -283,6 +284,20 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _reference_lines(reference: dict[str, Any] | None) -> list[str]:
+    """Published numbers shown beside the table (``reference_table``), with their source."""
+    if not reference:
+        return []
+    return [
+        "## Published numbers",
+        "",
+        reference["source"],
+        "",
+        pd.DataFrame(reference["rows"]).to_markdown(index=False),
+        "",
+    ]
 
 
 def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:

@@ -81,13 +81,29 @@ def evaluate(model: nn.Module, data: SliceData, idx: np.ndarray) -> dict[str, fl
     return segmentation_metrics(probs, target, data.case[idx])
 
 
+@torch.no_grad()
+def mean_loss(
+    model: nn.Module, loss: nn.Module, data: SliceData, idx: np.ndarray, batch_size: int = 32
+) -> float:
+    """``loss(logits, masks)`` over slices ``idx`` in batches, averaged over slices."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for b in batches(idx, batch_size, None):
+        x, y = to_tensors(data, b, model_device(model))
+        total += float(loss(model(x, with_recon=False)["logits"], y)) * len(b)
+    model.train(was_training)
+    return total / len(idx)
+
+
 @dataclass
 class FitState:
     """Everything needed to resume training after an interruption."""
 
     epoch: int = 0  # epochs completed
-    best_val: float = -1.0
+    best_val: float = -1.0  # validation Dice of the chosen epoch
     best_epoch: int = -1
+    best_score: float = -math.inf  # what the checkpoint is chosen by (see ``fit``)
     best_model: dict[str, Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -104,14 +120,17 @@ def fit(
     on_epoch: Callable[[FitState, dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
     name: str = "training",
+    select: Callable[[nn.Module], float] | None = None,
 ) -> FitState:
     """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
     on val (``idx``: the batch's slice indices, for per-slice caches).
 
     The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
-    into ``model`` at the end. ``extra_modules`` (e.g. projection heads) are optimised
-    with the model. Batch order depends only on (seed, epoch), so a resumed run sees the
-    same batches (and, with ``settings.augment``, the same augmentations).
+    into ``model`` at the end; ``select(model) -> score`` (higher is better) replaces that
+    choice, only to reproduce the thesis protocol (the test loss). ``extra_modules`` (e.g.
+    projection heads) are optimised with the model. Batch order depends only on (seed,
+    epoch), so a resumed run sees the same batches (and, with ``settings.augment``, the
+    same augmentations).
 
     Each epoch's history entry holds the mean loss (``train_loss``) and the mean of each
     part of it (``loss_<part>``, e.g. ``loss_seg``, ``loss_bottleneck``), the validation
@@ -167,8 +186,9 @@ def fit(
             count += len(idx)
         val = evaluate(model, data, val_idx)
         state.epoch += 1
-        if val["dice"] > state.best_val:
-            state.best_val, state.best_epoch = val["dice"], state.epoch
+        score = val["dice"] if select is None else select(model)
+        if score > state.best_score:
+            state.best_score, state.best_val, state.best_epoch = score, val["dice"], state.epoch
             state.best_model = copy.deepcopy(model.state_dict())
         state.history.append(
             {

@@ -15,12 +15,12 @@ from torch import Tensor
 
 from kdcore.config import as_dict, resolve_device
 from kdcore.data.prepare import prepare_data
-from kdcore.losses import DistillationLoss, maybe_compile, parse_variant, temperature_keys
+from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters
 from kdcore.names import student_name, teacher_name
 from kdcore.progress import Log
 from kdcore.teacher import frozen_teacher, outputs_dir, teacher_dir, teacher_outputs, teacher_taps
-from kdcore.training import FitSettings, FitState, evaluate, fit
+from kdcore.training import FitSettings, FitState, evaluate, fit, mean_loss
 
 
 def epoch_line(state: FitState, weights: dict[str, float]) -> str:
@@ -36,6 +36,25 @@ def epoch_line(state: FitState, weights: dict[str, float]) -> str:
         f"epoch {h['epoch']}: loss {h['train_loss']:.4f} = {terms}; "
         f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
     )
+
+
+def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
+    """The student's optimisation settings: ``student.fit`` for every run, except that the
+    thesis protocol trains baselines with ``protocol.baseline_fit`` merged over it."""
+    fit = as_dict(cfg.student.fit)
+    if not kd and cfg.protocol.baseline_fit:
+        fit.update(as_dict(cfg.protocol.baseline_fit))
+    return FitSettings(**fit)
+
+
+def test_loss_selection(
+    cfg: DictConfig, seg_loss: torch.nn.Module, data, test_idx
+) -> Callable[[torch.nn.Module], float] | None:
+    """None (checkpoints chosen on validation Dice), or with ``protocol.select=test_loss``
+    the thesis's choice: the lowest segmentation loss on the TEST slices."""
+    if cfg.protocol.select != "test_loss":
+        return None
+    return lambda model: -mean_loss(model, seg_loss, data, test_idx)
 
 
 def run_trial(
@@ -72,7 +91,7 @@ def run_trial(
         student.tap_channels,
         teacher.tap_channels if teacher is not None else None,
         cfg.student.seg_loss,
-        {k: cfg.kd[k] for k in temperature_keys()},
+        as_dict(cfg.kd),
     ).to(device)
 
     compute = maybe_compile(objective, cfg.kd.compile)
@@ -100,12 +119,13 @@ def run_trial(
         data,
         splits.student,
         splits.val,
-        FitSettings(**as_dict(cfg.student.fit)),
+        fit_settings(cfg, kd=bool(terms)),
         seed,
         extra_modules=objective,
         on_epoch=each_epoch,
         resume=resume,
         name=f"variant {label!r} seed {seed}",
+        select=test_loss_selection(cfg, objective.seg, data, splits.test),
     )
     test = evaluate(student, data, splits.test)
     return {

@@ -163,3 +163,72 @@ def test_axis_ablations_compose_and_pass_checks(ablation):
     cfg = make(f"ablation={ablation}")
     check_config(cfg, outside=False)
     assert len(cfg.seeds) >= 5 and len(axis_cells(cfg)) >= 4
+
+
+def test_thesis_protocol_departs_in_every_switch_and_says_so():
+    from kdcore.names import protocol_label
+    from kdcore.trial import fit_settings
+
+    fair, thesis = make(), make("protocol=thesis")
+    check_config(thesis, outside=False)
+    assert thesis.split == "slice" and thesis.split_seed == 42
+    assert (thesis.protocol.select, thesis.kd.heads, thesis.kd.pmd_mode) == (
+        "test_loss",
+        "random",
+        "reference",
+    )
+    baseline, kd = fit_settings(thesis, kd=False), fit_settings(thesis, kd=True)
+    assert (baseline.optimizer, baseline.lr, baseline.batch_size) == ("adamw", 1.5e-4, 16)
+    assert (kd.optimizer, kd.lr, kd.batch_size) == ("rmsprop", 1e-2, 20)
+    assert fit_settings(fair, kd=False) == fit_settings(fair, kd=True)
+    label = protocol_label(thesis)
+    for words in (
+        "THESIS",
+        "SLICE split",
+        "adamw lr 0.00015 batch 16",
+        "TEST set",
+        "untrained",
+        "always 0",
+    ):
+        assert words in label
+    assert protocol_label(fair).startswith("Protocol: fair. Baseline and KD")
+    assert "-slice-thesis-" in table_dir(thesis).name and "-patient-fair-" in table_dir(fair).name
+
+
+def test_decomposition_fixes_one_departure_per_step():
+    cfg = make("ablation=decomposition")
+    check_config(cfg, outside=False)
+    steps = [cell_config(cfg, c) for c in axis_cells(cfg)]
+    switches = [
+        (c.split, c.protocol.baseline_fit is None, c.protocol.select, c.kd.heads, c.kd.pmd_mode)
+        for c in steps
+    ]
+    assert switches[0] == ("slice", False, "test_loss", "random", "reference")
+    assert switches[-1] == ("patient", True, "val_dice", "trained", "kl")
+    changed = [
+        sum(a != b for a, b in zip(x, y, strict=True))
+        for x, y in zip(switches[:-1], switches[1:], strict=True)
+    ]
+    assert changed == [1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ("{step:[{split:patient}]}", "needs a label naming it"),
+        ("{step:[{label:a,split:patient},{label:a,split:slice}]}", "uses a label twice"),
+        ("{step:[{label:a,split:sideways}]}", "every value of split must be one of patient"),
+        ("{step:[{label:a,seeds:[1]}]}", "'seeds' is not a setting a grid can vary"),
+    ],
+)
+def test_bad_bundle_axes_are_refused(axes, message):
+    with pytest.raises(ConfigError) as err:
+        check_config(make(f"axes={axes}"), outside=False)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("ablation", ["thesis", "decomposition"])
+def test_thesis_ablations_compose_with_five_seeds(ablation):
+    cfg = make(f"ablation={ablation}")
+    check_config(cfg, outside=False)
+    assert len(cfg.seeds) >= 5

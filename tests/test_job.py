@@ -60,3 +60,14 @@ def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
     assert "`first`" in index and "`second`" in index
     assert sum("teacher: training" in line for line in lines) == 1  # one teacher serves all
     assert lines[-1].startswith("done in ") and str(second[0]) in lines[-1]
+
+
+def test_decomposition_runs_each_step_and_labels_the_protocol(tmp_path, local_ray):
+    paths = kdcore.run_job(make(tmp_path, "ablation=decomposition", "seeds=[0,1]"), "d", print)
+    trials = pd.read_csv(paths[1])
+    assert trials["step"].nunique() == 6 and len(trials) == 6 * 2 * 2
+    table = paths[0].read_text()
+    assert "Protocol: THESIS, which departs from the fair protocol" in table
+    assert "The grid's axes change kd.heads, kd.pmd_mode, protocol.baseline_fit" in table
+    assert "| 5 + prediction-map KL" in table
+    assert "-split-axis-thesis-" in paths[0].parent.name

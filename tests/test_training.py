@@ -109,3 +109,25 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_term(tiny_msd, tmp_pa
     assert message.startswith("variant 'x' seed 3: the loss became non-finite in epoch 2")
     assert "term bottleneck = nan" in message and "seg" not in message.split(":")[2]
     assert len(calls) == 5  # stopped at the first non-finite step
+
+
+def test_select_replaces_the_validation_choice_of_checkpoint(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    model = build_student(4)
+    scores = iter([0.1, 0.9, 0.5])  # the 2nd epoch scores best
+
+    def loss_fn(x, y, _idx):
+        seg = model(x)["logits"].sigmoid().mean()
+        return seg, {"seg": seg.detach()}
+
+    state = fit(
+        model,
+        loss_fn,
+        data,
+        np.arange(12),
+        np.arange(12, 16),
+        FitSettings(3, 4),
+        0,
+        select=lambda _model: next(scores),
+    )
+    assert state.best_epoch == 2 and state.best_val == state.history[1]["val_dice"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,7 +33,17 @@ def info_nce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-@register_method("infonce", FEATURE_SCALES, channels=True, temperature="temperature", pairs=True)
+HEADS = ("trained", "random")
+
+
+@register_method(
+    "infonce",
+    FEATURE_SCALES,
+    channels=True,
+    temperature="temperature",
+    pairs=True,
+    modes={"heads": "heads"},
+)
 class ContrastiveTapLoss(nn.Module):
     """InfoNCE between one teacher tap and the matching student tap (Biswas, 2024).
 
@@ -45,18 +57,40 @@ class ContrastiveTapLoss(nn.Module):
     pixels (no copy of the teacher map, whose backward reads it once): as a 1x1
     convolution followed by the resize, torch.compile's inductor (torch 2.13, CPU) returned
     a zero gradient for the bottleneck head when all four MTMS terms were compiled together.
+
+    ``heads="random"`` is the reference code's way (``kd.heads``, the thesis protocol): a
+    new, untrained head at every step, so the teacher's channels are mixed at random.
     """
 
-    def __init__(self, teacher_channels: int, student_channels: int, temperature: float = 0.4):
+    def __init__(
+        self,
+        teacher_channels: int,
+        student_channels: int,
+        temperature: float = 0.4,
+        heads: str = "trained",
+    ):
         super().__init__()
+        if heads not in HEADS:
+            raise ValueError(f"heads must be one of {', '.join(HEADS)}, got {heads!r}")
         self.head = nn.Conv2d(teacher_channels, student_channels, 1)
+        self.head.requires_grad_(heads == "trained")
         self.temperature = temperature
+        self.heads = heads
+
+    def _random_head(self) -> tuple[Tensor, Tensor]:
+        """Weights of a freshly made, untrained 1x1 conv (PyTorch's default init)."""
+        weight = nn.init.kaiming_uniform_(torch.empty_like(self.head.weight), a=math.sqrt(5))
+        bound = 1 / math.sqrt(weight.shape[1])
+        return weight, torch.empty_like(self.head.bias).uniform_(-bound, bound)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """student: (B, C_s, H_s, W_s); teacher: (B, C_t, H_t, W_t) -> scalar loss."""
         b, _, h, w = teacher.shape
-        weight = self.head.weight[:, :, 0, 0].expand(b, -1, -1)  # (B, C_s, C_t)
-        bias = self.head.bias[:, None].expand(b, -1, h * w)
+        head_w, head_b = (
+            self._random_head() if self.heads == "random" else (self.head.weight, self.head.bias)
+        )
+        weight = head_w[:, :, 0, 0].expand(b, -1, -1)  # (B, C_s, C_t)
+        bias = head_b[:, None].expand(b, -1, h * w)
         # (B, C_s, H_t * W_t); torch.matmul would copy the whole teacher map first
         t = torch.baddbmm(bias, weight, teacher.flatten(2))
         t = resize_to(t.view(b, -1, h, w), student)  # -> (B, C_s, H_s, W_s)

@@ -12,7 +12,7 @@ A variant joins terms with ``+`` (``bottleneck+pmd``), is ``baseline`` (no KD te
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
@@ -25,8 +25,16 @@ SCALE_METHOD = "infonce"  # the method of a term that is a scale alone
 
 # Thesis weights: 0.4 seg, 0.2 bottleneck, 0.2 prediction map, 0.1 enc, 0.1 dec.
 THESIS_WEIGHTS = {"seg": 0.4, "enc": 0.1, "bottleneck": 0.2, "dec": 0.1, "pmd": 0.2}
-# Thesis temperatures: InfoNCE 0.4, prediction map 4; channel-wise distillation's paper: 4.
-DEFAULT_TEMPERATURES = {"temperature": 0.4, "pmd_temperature": 4.0, "cwd_temperature": 4.0}
+# The methods' ``kd`` settings. Thesis temperatures: InfoNCE 0.4, prediction map 4;
+# channel-wise distillation's paper: 4. Modes: trained heads and the Bernoulli KL (this
+# suite); the reference code's untrained heads and zero prediction-map loss are modes too.
+DEFAULT_SETTINGS = {
+    "temperature": 0.4,
+    "pmd_temperature": 4.0,
+    "cwd_temperature": 4.0,
+    "heads": "trained",
+    "pmd_mode": "kl",
+}
 
 
 class Variant(NamedTuple):
@@ -107,8 +115,8 @@ class DistillationLoss(nn.Module):
         weights: weight per term (or per method), plus ``seg``.
         student_channels / teacher_channels: channels of the taps (``UNet.tap_channels``).
         seg_loss: ``dice`` or ``dicebce``.
-        temperatures: the temperature of each method by its ``kd`` config key
-            (``DEFAULT_TEMPERATURES``: InfoNCE 0.4, logit terms 4, channel-wise 4).
+        settings: the methods' temperatures and modes by ``kd`` config key
+            (``DEFAULT_SETTINGS``); a ``kd`` config section can be passed as it is.
     """
 
     def __init__(
@@ -118,7 +126,7 @@ class DistillationLoss(nn.Module):
         student_channels: Mapping[str, int] | None = None,
         teacher_channels: Mapping[str, int] | None = None,
         seg_loss: str = "dice",
-        temperatures: Mapping[str, float] = DEFAULT_TEMPERATURES,
+        settings: Mapping[str, Any] = DEFAULT_SETTINGS,
     ):
         super().__init__()
         self.terms = tuple(terms)
@@ -134,7 +142,7 @@ class DistillationLoss(nn.Module):
             self.taps[term] = scale
             self.uses_target[term] = method.uses_target
             channels = (teacher_channels or {}).get(scale), (student_channels or {}).get(scale)
-            self.kd[term] = method.build(*channels, temperatures)
+            self.kd[term] = method.build(*channels, settings)
 
     @property
     def needs_teacher(self) -> bool:

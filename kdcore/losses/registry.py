@@ -9,7 +9,8 @@ Adding a method is one file (its loss class and registration), its import in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -31,6 +32,8 @@ class KDMethod:
         channels: the class takes ``(teacher_channels, student_channels)`` first
             (projection heads, regressors).
         temperature: the ``kd`` config key of its temperature, passed to the class last.
+        modes: keyword argument -> ``kd`` config key of the class's mode flags, where the
+            thesis's reference code and the thesis differ (e.g. untrained heads).
         uses_target: ``forward`` also takes the ground-truth mask (B, 1, H, W).
         pairs: it uses in-batch negatives, so batches need 2 or more samples.
     """
@@ -42,18 +45,20 @@ class KDMethod:
     temperature: str | None = None
     uses_target: bool = False
     pairs: bool = False
+    modes: Mapping[str, str] = field(default_factory=dict)
 
     def build(
         self,
         teacher_channels: int | None,
         student_channels: int | None,
-        temperatures: Mapping[str, float],
+        settings: Mapping[str, Any],
     ) -> nn.Module:
-        """The loss module of this method for taps with the given channel counts."""
+        """The loss module of this method for taps with the given channel counts;
+        ``settings`` holds the ``kd`` config values its temperature and modes name."""
         args: list = [teacher_channels, student_channels] if self.channels else []
         if self.temperature is not None:
-            args.append(float(temperatures[self.temperature]))
-        return self.loss(*args)
+            args.append(float(settings[self.temperature]))
+        return self.loss(*args, **{kw: settings[key] for kw, key in self.modes.items()})
 
 
 METHODS: dict[str, KDMethod] = {}
@@ -67,6 +72,7 @@ def register_method(
     temperature: str | None = None,
     uses_target: bool = False,
     pairs: bool = False,
+    modes: Mapping[str, str] | None = None,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: register the loss class under ``name`` (see ``KDMethod``)."""
 
@@ -74,7 +80,7 @@ def register_method(
         if name in METHODS:
             raise ValueError(f"KD method {name!r} is registered twice")
         METHODS[name] = KDMethod(
-            name, cls, tuple(scales), channels, temperature, uses_target, pairs
+            name, cls, tuple(scales), channels, temperature, uses_target, pairs, dict(modes or {})
         )
         return cls
 

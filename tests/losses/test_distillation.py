@@ -96,3 +96,37 @@ def test_a_new_method_is_one_registered_class_and_its_weight(monkeypatch):
     assert set(parts) == {"seg", "l1@dec"} and loss.formula() == "0.4*seg + 0.5*l1@dec"
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_method("l1", registry.FEATURE_SCALES)(L1Loss)
+
+
+def test_reference_modes_reproduce_the_reference_code():
+    """kd.heads=random: a new untrained head every step; kd.pmd_mode=reference: zero."""
+    from kdcore.losses import ContrastiveTapLoss, PredictionMapLoss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 3, 8, 8), torch.randn(4, 6, 4, 4)
+    random = ContrastiveTapLoss(6, 3, heads="random")
+    assert not any(p.requires_grad for p in random.parameters())
+    assert float(random(student, teacher)) != float(random(student, teacher))  # new head
+    trained = ContrastiveTapLoss(6, 3)
+    assert float(trained(student, teacher)) == float(trained(student, teacher))
+    s = torch.randn(2, 1, 8, 8, requires_grad=True)
+    zero = PredictionMapLoss(4.0, mode="reference")(s, torch.randn(2, 1, 8, 8))
+    zero.backward()
+    assert float(zero) == 0.0 and float(s.grad.abs().sum()) == 0.0
+    assert float(PredictionMapLoss(4.0)(s, torch.randn(2, 1, 8, 8))) > 0
+    with pytest.raises(ValueError, match="heads must be one of trained, random"):
+        ContrastiveTapLoss(6, 3, heads="frozen")
+
+
+def test_the_objective_takes_modes_from_the_kd_settings():
+    settings = {
+        "temperature": 0.4,
+        "pmd_temperature": 4.0,
+        "cwd_temperature": 4.0,
+        "heads": "random",
+        "pmd_mode": "reference",
+    }
+    loss = DistillationLoss(
+        ("enc", "pmd"), THESIS_WEIGHTS, {"enc": 8}, {"enc": 16}, "dice", settings
+    )
+    assert loss.kd["enc"].heads == "random" and loss.kd["pmd"].mode == "reference"
