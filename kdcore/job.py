@@ -21,8 +21,10 @@ from kdcore.config import (
 )
 from kdcore.data.prepare import prepare_data
 from kdcore.grid import run_grid
+from kdcore.io import replaced_dir
 from kdcore.losses import parse_variant
 from kdcore.names import dataset_label, protocol_label, table_dir, table_settings
+from kdcore.plots import figures_for
 from kdcore.progress import Log, duration
 from kdcore.report import (
     git_commit,
@@ -70,6 +72,58 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
     return weights, list(metas.values())
 
 
+def write_results(
+    cfg: DictConfig, rows: list[dict], teacher_metas: list[dict], command: str, commit: str
+) -> tuple[list[Path], pd.DataFrame]:
+    """Write the table folder of a finished grid (built aside, swapped in whole): the
+    report with its statistics and figures, trials, per-patient counts, histories and
+    provenance. Returns the paths of the report and the trials, and the summary."""
+    axes = list(grid_axes(cfg))
+    histories = {history_name(r, axes): r.pop("history") for r in rows}
+    cases = pd.DataFrame(
+        [
+            {**{k: r[k] for k in [*axes, "variant", "seed"]}, **case}
+            for r in rows
+            for case in r.pop("cases")
+        ]
+    )
+    trials = pd.DataFrame(rows)
+    summary = summarize(trials, cases, axes)
+    folder = table_dir(cfg)
+    written = utc_now()
+    provenance = {
+        "ablation": cfg.ablation_name or "grid",
+        "settings": table_settings(cfg),
+        "axes": grid_axes(cfg),
+        "dataset": dataset_label(cfg),
+        "trials": len(trials),
+        "command": command,
+        "commit": commit,
+        "written": written,
+        "config": as_dict(cfg),
+    }
+    with replaced_dir(folder) as tmp:  # the whole folder, swapped in when complete
+        figures = figures_for(summary, trials, axes, tmp)
+        report = render_report(
+            f"{cfg.ablation_name or 'grid'}: {folder.name}",
+            summary,
+            trials,
+            cases,
+            axes,
+            teacher_metas,
+            dataset_label(cfg),
+            protocol_label(cfg),
+            command,
+            OmegaConf.to_yaml(cfg, resolve=True),
+            commit,
+            written,
+            as_dict(cfg.reference_table) if cfg.reference_table else None,
+            [p.name for p in figures],
+        )
+        write_table(tmp, trials, histories, cases, report, provenance, axes)
+    return [folder / "table.md", folder / "trials.csv"], summary
+
+
 def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> list[Path]:
     """Run the grid of ``cfg`` and write its table; return the table's files.
 
@@ -88,45 +142,9 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         "with Ray Tune"
     )
     rows = run_grid(cfg, teachers or None, log)
+    paths, summary = write_results(cfg, rows, teacher_metas, command, commit)
     axes = list(grid_axes(cfg))
-    histories = {history_name(r, axes): r.pop("history") for r in rows}
-    cases = pd.DataFrame(
-        [
-            {**{k: r[k] for k in [*axes, "variant", "seed"]}, **case}
-            for r in rows
-            for case in r.pop("cases")
-        ]
-    )
-    trials = pd.DataFrame(rows)
-    folder = table_dir(cfg)
-    written = utc_now()
-    report = render_report(
-        f"{cfg.ablation_name or 'grid'}: {folder.name}",
-        trials,
-        cases,
-        axes,
-        teacher_metas,
-        dataset_label(cfg),
-        protocol_label(cfg),
-        command,
-        OmegaConf.to_yaml(cfg, resolve=True),
-        commit,
-        written,
-        as_dict(cfg.reference_table) if cfg.reference_table else None,
-    )
-    provenance = {
-        "ablation": cfg.ablation_name or "grid",
-        "settings": table_settings(cfg),
-        "axes": grid_axes(cfg),
-        "dataset": dataset_label(cfg),
-        "trials": len(trials),
-        "command": command,
-        "commit": commit,
-        "written": written,
-        "config": as_dict(cfg),
-    }
-    paths = write_table(folder, trials, histories, cases, report, provenance, axes)
     index = write_index(Path(cfg.results_dir))
-    log("\n" + summary_markdown(summarize(trials, cases, axes), axes))
+    log("\n" + summary_markdown(summary, axes))
     log(f"done in {duration(time.perf_counter() - start)}: table {paths[0]} (every table: {index})")
     return paths

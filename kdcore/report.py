@@ -6,7 +6,8 @@ A table is a folder (named by ``kdcore.names.table_dir``) holding
 - ``cases.csv``: each trial's TP / FP / FN per test patient (for the bootstrap);
 - ``history/<variant>-seed<k>.csv``: each trial's per-epoch losses (total and per term),
   validation Dice and seconds;
-- ``provenance.json``: its settings, command, commit and date, read back by the index.
+- ``provenance.json``: its settings, command, commit and date, read back by the index;
+- figures (``kdcore.plots``), embedded in ``table.md``.
 
 This module owns the trial schema and needs only pandas (no torch).
 """
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdcore.io import replaced_dir, write_text_atomic
+from kdcore.io import write_text_atomic
 from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
 
 METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
@@ -205,6 +206,7 @@ def _teacher_line(meta: dict[str, Any], n_cells: int) -> str:
 
 def render_report(
     title: str,
+    summary: pd.DataFrame,
     trials: pd.DataFrame,
     cases: pd.DataFrame,
     axes: list[str],
@@ -216,9 +218,10 @@ def render_report(
     commit: str,
     written: str,
     reference: dict[str, Any] | None = None,
+    figures: list[str] = (),
 ) -> str:
-    """The Markdown report of a grid: setup, statistics used, summary table, provenance."""
-    summary = summarize(trials, cases, axes)
+    """The Markdown report of a grid: setup, statistics used, the summary table (from
+    ``summarize``) and its figures (file names beside the report), provenance."""
     first = trials.iloc[0]
     unit = "patients" if first["split"] == "patient" else "slices"
     students = trials.drop_duplicates(["student", "params"])
@@ -259,6 +262,7 @@ def render_report(
         "",
         summary_markdown(summary, axes),
         "",
+        *[f"![{Path(name).stem}]({name})\n" for name in figures],
         *_reference_lines(reference),
         "Objective per variant: "
         + "; ".join(
@@ -315,24 +319,22 @@ def write_table(
     markdown: str,
     provenance: dict[str, Any],
     axes: list[str] = (),
-) -> list[Path]:
-    """Write a table folder whole (see the module docstring), replacing an older one only
-    once the new one is complete; return the paths of its table and rows.
+) -> None:
+    """Write a table's files (see the module docstring) into ``folder``, which exists: the
+    caller builds the folder aside and swaps it in whole (``kdcore.io.replaced_dir``).
 
     ``histories``: per-epoch rows by file name (``history_name``); ``cases``: per-patient
     test counts of every trial.
     """
     folder = Path(folder)
     columns = [*(a for a in axes if a not in TRIAL_COLUMNS), *TRIAL_COLUMNS]
-    with replaced_dir(folder) as tmp:
-        (tmp / "history").mkdir()
-        (tmp / "table.md").write_text(markdown)
-        (tmp / "trials.csv").write_text(trials[columns].to_csv(index=False))
-        (tmp / "cases.csv").write_text(cases.to_csv(index=False))
-        for name, rows in histories.items():
-            (tmp / "history" / name).write_text(pd.DataFrame(rows).to_csv(index=False))
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
-    return [folder / "table.md", folder / "trials.csv"]
+    (folder / "history").mkdir()
+    (folder / "trials.csv").write_text(trials[columns].to_csv(index=False))
+    (folder / "table.md").write_text(markdown)
+    (folder / "cases.csv").write_text(cases.to_csv(index=False))
+    for name, rows in histories.items():
+        (folder / "history" / name).write_text(pd.DataFrame(rows).to_csv(index=False))
+    (folder / "provenance.json").write_text(json.dumps(provenance, indent=1))
 
 
 def write_index(results_dir: Path) -> Path:

@@ -5,6 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
+from kdcore.io import replaced_dir
 from kdcore.report import git_commit, summarize, summary_markdown, write_index, write_table
 
 
@@ -99,13 +100,16 @@ def _provenance(command: str, written: str) -> dict:
     return {"ablation": "x", "trials": 4, "command": command, "commit": "abc", "written": written}
 
 
+def _write(folder, trials, histories, markdown, provenance):
+    """As the job writes a table: built aside, swapped in whole."""
+    with replaced_dir(folder) as tmp:
+        write_table(tmp, trials, histories, cases(), markdown, provenance)
+
+
 def test_a_table_folder_is_written_whole_and_replaces_only_itself(tmp_path):
     histories = {"baseline-seed0.csv": [{"epoch": 1, "train_loss": 0.5, "loss_seg": 1.25}]}
     folder = tmp_path / "out" / "x" / "quick-a"
-    paths = write_table(
-        folder, _full_trials(), histories, cases(), "# report\n", _provenance("a", "1")
-    )
-    assert [p.name for p in paths] == ["table.md", "trials.csv"]
+    _write(folder, _full_trials(), histories, "# report\n", _provenance("a", "1"))
     assert sorted(p.name for p in folder.iterdir()) == [
         "cases.csv",
         "history",
@@ -113,13 +117,14 @@ def test_a_table_folder_is_written_whole_and_replaces_only_itself(tmp_path):
         "table.md",
         "trials.csv",
     ]
-    assert len(pd.read_csv(paths[1])) == 6 and len(pd.read_csv(folder / "cases.csv")) == 12
+    assert len(pd.read_csv(folder / "trials.csv")) == 6
+    assert len(pd.read_csv(folder / "cases.csv")) == 12
     history = pd.read_csv(folder / "history" / "baseline-seed0.csv")
     assert list(history.columns) == ["epoch", "train_loss", "loss_seg"]
     # a rerun replaces the folder; a table of other settings beside it is untouched
     beside = tmp_path / "out" / "x" / "quick-b"
-    write_table(beside, _full_trials(), {}, cases(), "# other\n", _provenance("b", "2"))
-    write_table(folder, _full_trials(), {}, cases(), "# again\n", _provenance("a", "3"))
+    _write(beside, _full_trials(), {}, "# other\n", _provenance("b", "2"))
+    _write(folder, _full_trials(), {}, "# again\n", _provenance("a", "3"))
     assert (folder / "table.md").read_text() == "# again\n"
     assert not (folder / "history" / "baseline-seed0.csv").exists()
     assert (beside / "table.md").read_text() == "# other\n"
@@ -131,9 +136,9 @@ def test_a_table_folder_is_written_whole_and_replaces_only_itself(tmp_path):
 
 def test_a_failed_write_keeps_the_old_table(tmp_path):
     folder = tmp_path / "x" / "t"
-    write_table(folder, _full_trials(), {}, cases(), "# old\n", _provenance("a", "1"))
+    _write(folder, _full_trials(), {}, "# old\n", _provenance("a", "1"))
     with pytest.raises(KeyError):
-        write_table(folder, _full_trials().drop(columns="tp"), {}, cases(), "# new\n", {})
+        _write(folder, _full_trials().drop(columns="tp"), {}, "# new\n", {})
     assert (folder / "table.md").read_text() == "# old\n"
     assert json.loads((folder / "provenance.json").read_text())["command"] == "a"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["t"]
