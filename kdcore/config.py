@@ -108,6 +108,15 @@ TEXT = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
 POSITIVE = number(0, low_open=True)
 NON_NEGATIVE = number(0, low_open=False)
 SEED = integer(0)
+FACTOR_RANGE = Rule(
+    "[low, high] with 0 < low <= high",
+    lambda v: (
+        isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(POSITIVE.ok(x) for x in v)
+        and v[0] <= v[1]
+    ),
+)
 
 FIT_RULES: dict[str, Rule] = {
     "epochs": integer(1),
@@ -179,6 +188,12 @@ RULES: dict[str, Rule] = {
     "protocol.select": one_of("val_dice", "test_loss"),
     "kd.heads": one_of(*HEADS),
     "kd.pmd_mode": one_of(*PMD_MODES),
+    "tune": BOOLEAN,
+    "tuning.trials": integer(1),
+    "tuning.seed": SEED,
+    "tuning.lr_factor": FACTOR_RANGE,
+    "tuning.weight_factor": FACTOR_RANGE,
+    "tuning.temperature_factor": FACTOR_RANGE,
     "kd.compile": BOOLEAN,
     "kd.teacher_cache": BOOLEAN,
     "kd.weights.*": NON_NEGATIVE,
@@ -304,13 +319,20 @@ def _overrides(key: str, value: Any) -> dict[str, Any]:
     return {key: value}
 
 
+def with_settings(cfg: DictConfig, settings: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with the {dotted key: value} ``settings`` made."""
+    out = cfg.copy()
+    for key, value in settings.items():
+        OmegaConf.update(out, key, value, merge=False)
+    return out
+
+
 def cell_config(cfg: DictConfig, cell: dict[str, Any]) -> DictConfig:
     """A copy of ``cfg`` with the settings of ``cell`` made."""
-    out = cfg.copy()
+    settings = {}
     for axis, value in cell.items():
-        for key, setting in _overrides(axis, value).items():
-            OmegaConf.update(out, key, setting, merge=False)
-    return out
+        settings.update(_overrides(axis, value))
+    return with_settings(cfg, settings)
 
 
 def cell_labels(cell: dict[str, Any]) -> dict[str, Any]:

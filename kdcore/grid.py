@@ -22,12 +22,20 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.config import as_dict, axis_cells, cell_config, cell_labels, stable_hash  # noqa: E402
+from kdcore.config import (  # noqa: E402
+    as_dict,
+    axis_cells,
+    cell_config,
+    cell_labels,
+    stable_hash,
+    with_settings,
+)
 from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
 from kdcore.report import TRIAL_COLUMNS  # noqa: E402
 from kdcore.trial import run_trial  # noqa: E402
+from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
 
 class ProgressLog(tune.Callback):
@@ -55,6 +63,9 @@ class ProgressLog(tune.Callback):
         if r.get("failure"):
             self.log(f"trial {status} FAILED: {r['failure']}")
             return
+        if "dice" not in r:  # a tuning sample: judged on validation only
+            self.log(f"trial {status}: {self._name(trial)}: val dice {r['val_dice']:.4f}")
+            return
         self.log(
             f"trial {status}: {self._name(trial)}: test dice "
             f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
@@ -67,15 +78,27 @@ class ProgressLog(tune.Callback):
         self.log(f"trial FAILED: {self._name(trial)} (logs in {trial.local_path})")
 
 
-def _trainable(config: dict[str, Any], cfg: dict, teachers: dict | None) -> None:
+def _trainable(
+    config: dict[str, Any], cfg: dict, teachers: dict | None, tuned: dict | None
+) -> None:
     """One Ray Tune trial: train a student in its grid cell, report per-epoch progress,
     then its row (with the cell's axis values).
 
-    Each epoch's line (losses per term, validation Dice) goes to ``trial.log`` in the
-    trial's folder. A non-finite loss ends the trial with its message as the result, so
-    that the grid reports it without a traceback.
+    The trial's settings are its cell's, then, with ``tune=true``, either the factors of
+    a tuning sample (``config["knobs"]``: only validation Dice is reported) or the tuned
+    settings of its (cell, variant) (``tuned``). Each epoch's line (losses per term,
+    validation Dice) goes to ``trial.log`` in the trial's folder. A non-finite loss ends
+    the trial with its message as the result, so the grid reports it without a traceback.
     """
-    cfg = cell_config(OmegaConf.create(cfg), config["cell"])
+    base = OmegaConf.create(cfg)
+    cfg = cell_config(base, config["cell"])
+    sample = "knobs" in config
+    settings = (
+        knob_settings(cfg, config["variant"], config["knobs"])
+        if sample
+        else (tuned or {}).get(cell_key(config["cell"], config["variant"]), {}).get("settings")
+    )
+    cfg = with_settings(cfg, settings or {})
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
     resume = None
@@ -92,7 +115,8 @@ def _trainable(config: dict[str, Any], cfg: dict, teachers: dict | None) -> None
 
     def on_epoch(state, ckpt: dict) -> None:
         h = state.history[-1]
-        metrics = {k: v for k, v in h.items() if k != "epoch_s"}
+        # TensorBoard, one of Ray's loggers, refuses '@' in names (loss_at@dec)
+        metrics = {k.replace("@", "_at_"): v for k, v in h.items() if k != "epoch_s"}
         if every and state.epoch % every == 0 and state.epoch < epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(ckpt, Path(folder) / "state.pt")
@@ -101,10 +125,19 @@ def _trainable(config: dict[str, Any], cfg: dict, teachers: dict | None) -> None
             tune.report(metrics)
 
     try:
-        row = run_trial(cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log)
+        row = run_trial(
+            cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log, not sample
+        )
     except NonFiniteLossError as err:
         log(str(err))
-        tune.report({"failure": str(err), "finished": False})
+        if sample:  # a tuning sample that diverged is a bad sample, not a failed grid
+            tune.report({"val_dice": -1.0, "settings": json.dumps(settings), "finished": True})
+        else:
+            tune.report({"failure": str(err), "finished": False})
+        return
+    if sample:
+        row = {"val_dice": row["val_dice"], "settings": json.dumps(settings)}
+        tune.report({**row, "finished": True})
         return
     # nested results travel as JSON: Tune flattens dicts and keeps lists as they are
     extra = {k: json.dumps(row.pop(k)) for k in ("history", "cases")}
@@ -150,47 +183,39 @@ def _last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def run_grid(
-    cfg: DictConfig, teachers: dict[str, dict[str, torch.Tensor]] | None, log: Log = print
-) -> list[dict]:
-    """Run one trial per (cell, variant, seed) and return their rows, in grid order.
-
-    A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
-    cell's values as columns, the trial's per-epoch ``history`` and its per-patient test
-    counts ``cases`` (lists of dicts). ``teachers``: weights by teacher folder name.
-
-    The run folder under ``work_dir/ray`` is named by a hash of the config, so running
-    the same command again resumes unfinished and failed trials and keeps finished ones.
-    """
-    cfg_dict = as_dict(cfg)
-    run_key = {k: v for k, v in cfg_dict.items() if k not in ("ray", "results_dir")}
-    name = f"{cfg.ablation_name or 'grid'}-{stable_hash(run_key)}"
+def _fit(
+    cfg: DictConfig,
+    name: str,
+    param_space: dict[str, Any],
+    total: int,
+    num_samples: int,
+    teachers: dict | None,
+    tuned: dict | None,
+    log: Log,
+) -> list:
+    """Run (or resume) the Ray Tune run ``name`` of ``_trainable`` trials and return its
+    results, once every trial has finished; else raise GridError saying why."""
     storage = Path(cfg.work_dir).absolute() / "ray"
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    # The config and the teacher's weights go through Ray's object store: trials on other
-    # nodes need no shared disk, and a trial's own config is its (variant, seed) alone.
+    # The config and the teachers' weights go through Ray's object store: trials on other
+    # nodes need no shared disk, and a trial's own config is its cell, variant and seed.
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, cfg=cfg_dict, teachers=teachers), resources
+        tune.with_parameters(_trainable, cfg=as_dict(cfg), teachers=teachers, tuned=tuned),
+        resources,
     )
     connect(cfg, log)
     path = storage / name
-    cells = axis_cells(cfg)
-    total = len(cells) * len(cfg.variants) * len(cfg.seeds)
     if tune.Tuner.can_restore(str(path)):
         log(f"ray: resuming {path}")
         tuner = tune.Tuner.restore(
             str(path), trainable, resume_unfinished=True, restart_errored=True
         )
     else:
-        param_space = {
-            "cell": tune.grid_search(cells),
-            "variant": tune.grid_search(list(cfg.variants)),
-            "seed": tune.grid_search(list(cfg.seeds)),
-        }
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
+                num_samples=num_samples,
                 max_concurrent_trials=cfg.ray.max_concurrent_trials or None,
                 reuse_actors=True,  # skip a new worker process (and torch import) per trial
             ),
@@ -218,6 +243,69 @@ def run_grid(
             f"{len(unfinished)} of {len(results)} trials did not finish ({cause}); logs under "
             f"{path}. No table was written. Run the same command again to resume the grid."
         )
+    return list(results)
+
+
+def _run_name(cfg: DictConfig, kind: str, extra: Any = None) -> str:
+    """A Ray run's folder name: a hash of the config (and ``extra``), so that the same
+    command resumes its own run."""
+    key = {k: v for k, v in as_dict(cfg).items() if k not in ("ray", "results_dir")}
+    return f"{cfg.ablation_name or 'grid'}{kind}-{stable_hash([key, extra])}"
+
+
+def run_tuning(
+    cfg: DictConfig, teachers: dict[str, dict[str, torch.Tensor]] | None, log: Log = print
+) -> dict[str, dict[str, Any]]:
+    """Equal tuning (``kdcore.tuning``): ``tuning.trials`` random-search trials for every
+    (cell, variant) on seed ``tuning.seed``, judged on validation Dice; returns the best
+    settings of each (``tuning.choose``)."""
+    cells = axis_cells(cfg)
+    trials = cfg.tuning.trials
+    total = len(cells) * len(cfg.variants) * trials
+    log(f"tuning: {trials} trials for each of {len(cells) * len(cfg.variants)} variants")
+    space = {
+        "cell": tune.grid_search(cells),
+        "variant": tune.grid_search(list(cfg.variants)),
+        "seed": cfg.tuning.seed,
+        "knobs": search_space(cfg),
+    }
+    results = _fit(cfg, _run_name(cfg, "-tuning"), space, total, trials, teachers, None, log)
+    samples = [
+        {
+            "cell": r.config["cell"],
+            "variant": r.config["variant"],
+            "val_dice": r.metrics["val_dice"],
+            "settings": json.loads(r.metrics["settings"]),
+        }
+        for r in results
+    ]
+    return choose(samples)
+
+
+def run_grid(
+    cfg: DictConfig,
+    teachers: dict[str, dict[str, torch.Tensor]] | None,
+    log: Log = print,
+    tuned: dict[str, dict[str, Any]] | None = None,
+) -> list[dict]:
+    """Run one trial per (cell, variant, seed) and return their rows, in grid order.
+
+    A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
+    cell's values as columns, the trial's per-epoch ``history`` and its per-patient test
+    counts ``cases`` (lists of dicts). ``teachers``: weights by teacher folder name;
+    ``tuned``: the settings of each (cell, variant) from ``run_tuning``.
+
+    The run folder under ``work_dir/ray`` is named by a hash of the config, so running
+    the same command again resumes unfinished and failed trials and keeps finished ones.
+    """
+    cells = axis_cells(cfg)
+    total = len(cells) * len(cfg.variants) * len(cfg.seeds)
+    space = {
+        "cell": tune.grid_search(cells),
+        "variant": tune.grid_search(list(cfg.variants)),
+        "seed": tune.grid_search(list(cfg.seeds)),
+    }
+    results = _fit(cfg, _run_name(cfg, "", tuned), space, total, 1, teachers, tuned, log)
     labels = [parse_variant(v).label for v in cfg.variants]
     ordered = []
     for r in results:

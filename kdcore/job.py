@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from kdcore.config import (
     grid_axes,
 )
 from kdcore.data.prepare import prepare_data
-from kdcore.grid import run_grid
+from kdcore.grid import run_grid, run_tuning
 from kdcore.io import replaced_dir
 from kdcore.losses import parse_variant
 from kdcore.names import dataset_label, protocol_label, table_dir, table_settings
@@ -72,12 +73,51 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
     return weights, list(metas.values())
 
 
+def tuning_lines(cfg: DictConfig, tuned: dict[str, dict] | None) -> list[str]:
+    """The table's section on equal tuning: the search, and each variant's choice."""
+    if not tuned:
+        return []
+    t = cfg.tuning
+    rows = []
+    for key, entry in tuned.items():
+        cell, variant = json.loads(key)
+        settings = ", ".join(f"{k}={v:.3g}" for k, v in (entry["settings"] or {}).items())
+        rows.append(
+            {
+                **cell,
+                "variant": parse_variant(variant).label,
+                "trials": entry["trials"],
+                "best val dice": f"{entry['val_dice']:.4f}",
+                "chosen settings": settings,
+            }
+        )
+    return [
+        "## Equal tuning",
+        "",
+        f"Every variant of every cell got {t.trials} random-search trials (seed {t.seed}, "
+        f"validation Dice only) over its own knobs: the learning rate x [{t.lr_factor[0]:g}, "
+        f"{t.lr_factor[1]:g}], each KD term's weight x [{t.weight_factor[0]:g}, "
+        f"{t.weight_factor[1]:g}] and each KD method's temperature x "
+        f"[{t.temperature_factor[0]:g}, {t.temperature_factor[1]:g}] (log-uniform). The "
+        "rows above ran the chosen settings on every seed; test data were used once.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False),
+        "",
+    ]
+
+
 def write_results(
-    cfg: DictConfig, rows: list[dict], teacher_metas: list[dict], command: str, commit: str
+    cfg: DictConfig,
+    rows: list[dict],
+    teacher_metas: list[dict],
+    command: str,
+    commit: str,
+    tuned: dict[str, dict] | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
-    report with its statistics and figures, trials, per-patient counts, histories and
-    provenance. Returns the paths of the report and the trials, and the summary."""
+    report with its statistics, figures and tuned settings, trials, per-patient counts,
+    histories and provenance. Returns the paths of the report and the trials, and the
+    summary."""
     axes = list(grid_axes(cfg))
     histories = {history_name(r, axes): r.pop("history") for r in rows}
     cases = pd.DataFrame(
@@ -101,6 +141,7 @@ def write_results(
         "commit": commit,
         "written": written,
         "config": as_dict(cfg),
+        "tuned": tuned,
     }
     with replaced_dir(folder) as tmp:  # the whole folder, swapped in when complete
         figures = figures_for(summary, trials, axes, tmp)
@@ -119,6 +160,7 @@ def write_results(
             written,
             as_dict(cfg.reference_table) if cfg.reference_table else None,
             [p.name for p in figures],
+            tuning_lines(cfg, tuned),
         )
         write_table(tmp, trials, histories, cases, report, provenance, axes)
     return [folder / "table.md", folder / "trials.csv"], summary
@@ -141,8 +183,9 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} seeds "
         "with Ray Tune"
     )
-    rows = run_grid(cfg, teachers or None, log)
-    paths, summary = write_results(cfg, rows, teacher_metas, command, commit)
+    tuned = run_tuning(cfg, teachers or None, log) if cfg.tune else None
+    rows = run_grid(cfg, teachers or None, log, tuned)
+    paths, summary = write_results(cfg, rows, teacher_metas, command, commit, tuned)
     axes = list(grid_axes(cfg))
     index = write_index(Path(cfg.results_dir))
     log("\n" + summary_markdown(summary, axes))

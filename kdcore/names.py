@@ -130,7 +130,9 @@ def table_name(cfg: DictConfig) -> str:
     student = "S-axis" if s["student"] == "axis" else s["student"].translate(squeeze)
     fraction = "frac-axis" if s["fraction"] == "axis" else f"frac{s['fraction']:g}"
     split = "split-axis" if s["split"] == "axis" else s["split"]
-    parts = [s["profile"], s["data"], teacher, student, fraction, split, s["protocol"], s["hash"]]
+    tuned = ["tuned"] if cfg.tune else []
+    parts = [s["profile"], s["data"], teacher, student, fraction, split, s["protocol"], *tuned]
+    parts.append(s["hash"])
     return "-".join(parts)
 
 

@@ -219,9 +219,11 @@ def render_report(
     written: str,
     reference: dict[str, Any] | None = None,
     figures: list[str] = (),
+    sections: list[str] = (),
 ) -> str:
     """The Markdown report of a grid: setup, statistics used, the summary table (from
-    ``summarize``) and its figures (file names beside the report), provenance."""
+    ``summarize``) and its figures (file names beside the report), further ``sections``
+    (Markdown lines), published numbers, provenance."""
     first = trials.iloc[0]
     unit = "patients" if first["split"] == "patient" else "slices"
     students = trials.drop_duplicates(["student", "params"])
@@ -263,6 +265,7 @@ def render_report(
         summary_markdown(summary, axes),
         "",
         *[f"![{Path(name).stem}]({name})\n" for name in figures],
+        *sections,
         *_reference_lines(reference),
         "Objective per variant: "
         + "; ".join(

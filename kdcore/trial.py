@@ -65,8 +65,11 @@ def run_trial(
     on_epoch: Callable[[FitState, dict], None] | None = None,
     resume: dict | None = None,
     log: Log | None = None,
+    evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Train one student (baseline or KD variant) and return its row of test metrics.
+    """Train one student (baseline or KD variant) and return its row of test metrics
+    (``evaluate_test=False``, for tuning: only its validation Dice, best epoch and
+    history).
 
     Baseline and KD variants share the optimiser, schedule, epochs, batches, data subset
     and seed; they differ only in the KD terms of the objective. ``teachers`` maps a
@@ -127,6 +130,12 @@ def run_trial(
         name=f"variant {label!r} seed {seed}",
         select=test_loss_selection(cfg, objective.seg, data, splits.test),
     )
+    if not evaluate_test:
+        return {
+            "val_dice": state.best_val,
+            "best_epoch": state.best_epoch,
+            "history": state.history,
+        }
     test = evaluate(student, data, splits.test)
     return {
         "variant": label,

@@ -71,3 +71,14 @@ def test_decomposition_runs_each_step_and_labels_the_protocol(tmp_path, local_ra
     assert "The grid's axes change kd.heads, kd.pmd_mode, protocol.baseline_fit" in table
     assert "| 5 + prediction-map KL" in table
     assert "-split-axis-thesis-" in paths[0].parent.name
+
+
+def test_equal_tuning_gives_every_variant_the_same_trials(tmp_path, local_ray):
+    cfg = make(tmp_path, "tune=true", "tuning.trials=2")
+    paths = kdcore.run_job(cfg, "tuned", print)
+    assert "-fair-tuned-" in paths[0].parent.name
+    table = paths[0].read_text()
+    assert "## Equal tuning" in table and "got 2 random-search trials" in table
+    section = table[table.index("## Equal tuning") :]
+    assert "| baseline  |        2 |" in section and "| pmd       |        2 |" in section
+    assert "kd.weights.pmd=" in section and "kd.pmd_temperature=" in section
