@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,19 @@ def _trainable(
         with open(trial_log, "a") as f:
             print(line, file=f)
 
+    checkpoint_s = 0.0
+
     def on_epoch(state, ckpt: dict) -> None:
+        nonlocal checkpoint_s
         h = state.history[-1]
         # TensorBoard, one of Ray's loggers, refuses '@' in names (loss_at@dec)
         metrics = {k.replace("@", "_at_"): v for k, v in h.items() if k != "epoch_s"}
         if every and state.epoch % every == 0 and state.epoch < epochs:
+            start = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(ckpt, Path(folder) / "state.pt")
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            checkpoint_s += time.perf_counter() - start
         else:
             tune.report(metrics)
 
@@ -141,7 +147,7 @@ def _trainable(
         return
     # nested results travel as JSON: Tune flattens dicts and keeps lists as they are
     extra = {k: json.dumps(row.pop(k)) for k in ("history", "cases")}
-    tune.report({**row, **extra, "epoch": epochs, "finished": True})
+    tune.report({**row, **extra, "checkpoint_s": checkpoint_s, "epoch": epochs, "finished": True})
 
 
 def connect(cfg: DictConfig, log: Log = print) -> None:
@@ -175,6 +181,15 @@ def connect(cfg: DictConfig, log: Log = print) -> None:
             f"ray.cpus_per_trial={cfg.ray.cpus_per_trial} but the Ray cluster has "
             f"{have.get('CPU', 0):g} CPUs"
         )
+
+
+def parallel_slots(cfg: DictConfig) -> int:
+    """How many trials the connected Ray cluster runs at once."""
+    have = ray.cluster_resources()
+    slots = int(have.get("CPU", 0) // cfg.ray.cpus_per_trial)
+    if cfg.ray.gpus_per_trial:
+        slots = min(slots, int(have.get("GPU", 0) // cfg.ray.gpus_per_trial))
+    return max(1, min(slots, cfg.ray.max_concurrent_trials or slots))
 
 
 def _last_line(error: BaseException) -> str:
@@ -310,7 +325,8 @@ def run_grid(
     ordered = []
     for r in results:
         cell = r.config["cell"]
-        row = {**cell_labels(cell), **{k: r.metrics[k] for k in TRIAL_COLUMNS}}
+        metrics = {**r.metrics, "trial_s": r.metrics["time_total_s"]}
+        row = {**cell_labels(cell), **{k: metrics[k] for k in TRIAL_COLUMNS}}
         row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
         ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))
     return [row for _, row in sorted(ordered, key=lambda pair: pair[0])]

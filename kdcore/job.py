@@ -21,7 +21,7 @@ from kdcore.config import (
     grid_axes,
 )
 from kdcore.data.prepare import prepare_data
-from kdcore.grid import run_grid, run_tuning
+from kdcore.grid import parallel_slots, run_grid, run_tuning
 from kdcore.io import replaced_dir
 from kdcore.losses import parse_variant
 from kdcore.names import dataset_label, protocol_label, table_dir, table_settings
@@ -33,6 +33,7 @@ from kdcore.report import (
     render_report,
     summarize,
     summary_markdown,
+    time_line,
     utc_now,
     write_index,
     write_table,
@@ -112,12 +113,13 @@ def write_results(
     teacher_metas: list[dict],
     command: str,
     commit: str,
-    tuned: dict[str, dict] | None = None,
+    tuned: dict[str, dict] | None,
+    timing: tuple[float, int],
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
     report with its statistics, figures and tuned settings, trials, per-patient counts,
     histories and provenance. Returns the paths of the report and the trials, and the
-    summary."""
+    summary. ``timing``: the grid's wall seconds and how many trials ran at once."""
     axes = list(grid_axes(cfg))
     histories = {history_name(r, axes): r.pop("history") for r in rows}
     cases = pd.DataFrame(
@@ -160,7 +162,7 @@ def write_results(
             written,
             as_dict(cfg.reference_table) if cfg.reference_table else None,
             [p.name for p in figures],
-            tuning_lines(cfg, tuned),
+            [time_line(trials, histories, *timing), "", *tuning_lines(cfg, tuned)],
         )
         write_table(tmp, trials, histories, cases, report, provenance, axes)
     return [folder / "table.md", folder / "trials.csv"], summary
@@ -184,8 +186,10 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         "with Ray Tune"
     )
     tuned = run_tuning(cfg, teachers or None, log) if cfg.tune else None
+    grid_start = time.perf_counter()
     rows = run_grid(cfg, teachers or None, log, tuned)
-    paths, summary = write_results(cfg, rows, teacher_metas, command, commit, tuned)
+    timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
+    paths, summary = write_results(cfg, rows, teacher_metas, command, commit, tuned, timing)
     axes = list(grid_axes(cfg))
     index = write_index(Path(cfg.results_dir))
     log("\n" + summary_markdown(summary, axes))

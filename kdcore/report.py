@@ -48,7 +48,11 @@ TRIAL_COLUMNS = (
     "val_dice",
     "best_epoch",
     "objective",
-    "wall_s",
+    "wall_s",  # the trial's own time: data_s + models + fit_s + test
+    "data_s",
+    "fit_s",  # training and validation epochs (each epoch's split: history/)
+    "checkpoint_s",  # saving and reporting resumable checkpoints
+    "trial_s",  # the trial's time as Ray Tune measured it
 )
 INDEX_NAME = "index.md"
 
@@ -291,6 +295,29 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def time_line(
+    trials: pd.DataFrame, histories: dict[str, list[dict]], grid_s: float, slots: int
+) -> str:
+    """Where a trial's time goes, on average: data, training steps, validation,
+    checkpoints, models and test; and what the grid's wall time on ``slots`` parallel
+    trials makes of each trial (the rest is Ray's scheduling and idle slots)."""
+    steps = np.mean([sum(h["train_s"] for h in rows) for rows in histories.values()])
+    parts = {
+        "data": trials["data_s"].mean(),
+        "training steps": steps,
+        "validation": trials["fit_s"].mean() - steps,
+        "checkpoints": trials["checkpoint_s"].mean(),
+        "models and test": (trials["wall_s"] - trials["data_s"] - trials["fit_s"]).mean(),
+    }
+    shown = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+    share = grid_s * slots / len(trials)
+    return (
+        f"- Time per trial (mean seconds): {shown}; as Ray Tune measured it "
+        f"{trials['trial_s'].mean():.1f}. The grid took {grid_s:.0f} s for {len(trials)} "
+        f"trials, {slots} at a time: {share:.1f} s of a slot per trial."
+    )
 
 
 def _reference_lines(reference: dict[str, Any] | None) -> list[str]:

@@ -134,8 +134,9 @@ def fit(
 
     Each epoch's history entry holds the mean loss (``train_loss``) and the mean of each
     part of it (``loss_<part>``, e.g. ``loss_seg``, ``loss_bottleneck``), the validation
-    Dice and the epoch's seconds. A non-finite loss stops training at once with a
-    ``NonFiniteLossError`` naming ``name``, the epoch and the non-finite parts.
+    Dice, and the seconds of the training steps (``train_s``) and of the whole epoch. A
+    non-finite loss stops training at once with a ``NonFiniteLossError`` naming ``name``,
+    the epoch and the non-finite parts.
     ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
     same dict back).
     """
@@ -184,6 +185,7 @@ def fit(
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
+        trained = time.perf_counter()
         val = evaluate(model, data, val_idx)
         state.epoch += 1
         score = val["dice"] if select is None else select(model)
@@ -195,7 +197,8 @@ def fit(
                 "epoch": state.epoch,
                 **{k: v / count for k, v in sums.items()},
                 "val_dice": val["dice"],
-                "epoch_s": time.perf_counter() - start,
+                "train_s": trained - start,  # the training steps
+                "epoch_s": time.perf_counter() - start,  # with validation and selection
             }
         )
         if on_epoch is not None:

@@ -81,6 +81,7 @@ def run_trial(
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     data, splits = prepare_data(cfg, log=lambda _: None)
+    data_s = time.perf_counter() - start
     label, terms = parse_variant(variant)
     torch.manual_seed(seed)
     student = build_student(cfg.student.width).to(device)
@@ -116,6 +117,7 @@ def run_trial(
         if on_epoch is not None:
             on_epoch(state, checkpoint)
 
+    fit_start = time.perf_counter()
     state = fit(
         student,
         loss_fn,
@@ -136,6 +138,7 @@ def run_trial(
             "best_epoch": state.best_epoch,
             "history": state.history,
         }
+    fit_s = time.perf_counter() - fit_start
     test = evaluate(student, data, splits.test)
     return {
         "variant": label,
@@ -153,6 +156,8 @@ def run_trial(
         "best_epoch": state.best_epoch,
         "objective": objective.formula(),
         "wall_s": time.perf_counter() - start,
+        "data_s": data_s,
+        "fit_s": fit_s,
         "history": state.history,
         "cases": [
             {"case": data.case_names[vid], "tp": tp, "fp": fp, "fn": fn}

@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 from kdcore.io import replaced_dir
-from kdcore.report import git_commit, summarize, summary_markdown, write_index, write_table
+from kdcore.report import (
+    git_commit,
+    summarize,
+    summary_markdown,
+    time_line,
+    write_index,
+    write_table,
+)
 
 
 def trials() -> pd.DataFrame:
@@ -93,6 +100,10 @@ def _full_trials() -> pd.DataFrame:
         val_dice=0.5,
         best_epoch=1,
         objective="0.4*seg",
+        data_s=0.5,
+        fit_s=8.0,
+        checkpoint_s=0.2,
+        trial_s=10.5,
     )
 
 
@@ -155,3 +166,13 @@ def test_commit_can_be_given_outside_a_checkout(monkeypatch, tmp_path):
     assert git_commit(tmp_path).startswith("abc123")
     monkeypatch.delenv("KDBENCH_GIT_COMMIT")
     assert git_commit(tmp_path).startswith("unknown")
+
+
+def test_time_line_splits_a_trial_into_its_parts():
+    trials = _full_trials()
+    histories = {"a.csv": [{"train_s": 2.0}, {"train_s": 3.0}], "b.csv": [{"train_s": 5.0}]}
+    line = time_line(trials, histories, grid_s=60.0, slots=2)
+    # steps 5 of fit 8 -> validation 3; wall 10 - data 0.5 - fit 8 -> models and test 1.5
+    assert "data 0.5, training steps 5.0, validation 3.0, checkpoints 0.2" in line
+    assert "models and test 1.5" in line and "as Ray Tune measured it 10.5" in line
+    assert "60 s for 6 trials, 2 at a time: 20.0 s of a slot per trial" in line

@@ -78,7 +78,15 @@ def test_history_holds_the_mean_of_each_loss_term_per_epoch(tiny_msd, tmp_path):
 
     state = fit(model, loss_fn, data, np.arange(12), np.arange(12, 16), FitSettings(2, 4), 0)
     h = state.history[-1]
-    assert set(h) == {"epoch", "train_loss", "loss_seg", "loss_pmd", "val_dice", "epoch_s"}
+    assert set(h) == {
+        "epoch",
+        "train_loss",
+        "loss_seg",
+        "loss_pmd",
+        "val_dice",
+        "train_s",
+        "epoch_s",
+    }
     assert h["loss_pmd"] == pytest.approx(2.0)
     assert h["train_loss"] == pytest.approx(h["loss_seg"] + 1.0, rel=1e-5)
 
