@@ -319,6 +319,17 @@ def _overrides(key: str, value: Any) -> dict[str, Any]:
     return {key: value}
 
 
+PATH_KEYS = ("results_dir", "work_dir", "data.root")
+
+
+def absolute_paths(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose folders are absolute: Ray Tune runs each trial in a folder
+    of its own, where a relative ``work_dir`` would make every trial generate its data
+    and caches again, and miss the teachers trained for it."""
+    paths = {k: OmegaConf.select(cfg, k) for k in PATH_KEYS}
+    return with_settings(cfg, {k: str(Path(v).absolute()) for k, v in paths.items() if v})
+
+
 def with_settings(cfg: DictConfig, settings: dict[str, Any]) -> DictConfig:
     """A copy of ``cfg`` with the {dotted key: value} ``settings`` made."""
     out = cfg.copy()

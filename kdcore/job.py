@@ -13,6 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from kdcore.config import (
+    absolute_paths,
     as_dict,
     axis_cells,
     cell_config,
@@ -177,17 +178,18 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     """
     start = time.perf_counter()
     check_config(cfg)
+    run_cfg = absolute_paths(cfg)  # for the trials; the table records cfg as given
     command = command or "kdcore.run_job(cfg)"
     commit = git_commit()
-    teachers, teacher_metas = prepare_teachers(cfg, log)
+    teachers, teacher_metas = prepare_teachers(run_cfg, log)
     cells = axis_cells(cfg)
     log(
         f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} seeds "
         "with Ray Tune"
     )
-    tuned = run_tuning(cfg, teachers or None, log) if cfg.tune else None
+    tuned = run_tuning(run_cfg, teachers or None, log) if cfg.tune else None
     grid_start = time.perf_counter()
-    rows = run_grid(cfg, teachers or None, log, tuned)
+    rows = run_grid(run_cfg, teachers or None, log, tuned)
     timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
     paths, summary = write_results(cfg, rows, teacher_metas, command, commit, tuned, timing)
     axes = list(grid_axes(cfg))

@@ -82,3 +82,23 @@ def test_equal_tuning_gives_every_variant_the_same_trials(tmp_path, local_ray):
     section = table[table.index("## Equal tuning") :]
     assert "| baseline  |        2 |" in section and "| pmd       |        2 |" in section
     assert "kd.weights.pmd=" in section and "kd.pmd_temperature=" in section
+
+
+def test_a_relative_work_dir_is_shared_by_every_trial(tmp_path, local_ray, monkeypatch):
+    """Ray Tune runs each trial in a folder of its own: a relative work_dir must still
+    name the driver's folder, where the data and the teacher are."""
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "profile=smoke",
+                "variants=[pmd]",
+                "seeds=[0]",
+                "work_dir=w",
+                "results_dir=r",
+            ],
+        )
+    paths = kdcore.run_job(cfg, "relative", print)
+    assert paths[0].is_file() and len(list((tmp_path / "w" / "data").iterdir())) == 1
+    assert "work_dir: w\n" in paths[0].read_text()  # the config as given
