@@ -176,6 +176,7 @@ RULES: dict[str, Rule] = {
     ),
     "variants": list_of(TEXT, min_length=1),
     "seeds": list_of(SEED, min_length=1),
+    "vary_subset": BOOLEAN,
     "teacher.width": integer(1),
     "teacher.depth": integer(2),
     "teacher.seed": SEED,

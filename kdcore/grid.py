@@ -328,5 +328,6 @@ def run_grid(
         metrics = {**r.metrics, "trial_s": r.metrics["time_total_s"]}
         row = {**cell_labels(cell), **{k: metrics[k] for k in TRIAL_COLUMNS}}
         row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
+        row["examples"] = r.metrics["examples"]
         ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))
     return [row for _, row in sorted(ordered, key=lambda pair: pair[0])]

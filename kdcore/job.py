@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,13 +21,21 @@ from kdcore.config import (
     cell_labels,
     check_config,
     grid_axes,
+    resolve_device,
 )
 from kdcore.data.prepare import prepare_data
+from kdcore.data.splits import example_slices
 from kdcore.grid import parallel_slots, run_grid, run_tuning
 from kdcore.io import replaced_dir
 from kdcore.losses import parse_variant
-from kdcore.names import dataset_label, protocol_label, table_dir, table_settings
-from kdcore.plots import figures_for
+from kdcore.names import (
+    dataset_label,
+    protocol_label,
+    replicates_label,
+    table_dir,
+    table_settings,
+)
+from kdcore.plots import figures_for, plot_examples
 from kdcore.progress import Log, duration
 from kdcore.report import (
     git_commit,
@@ -39,7 +48,14 @@ from kdcore.report import (
     write_index,
     write_table,
 )
-from kdcore.teacher import load_or_train_teacher, prepare_teacher_outputs
+from kdcore.teacher import (
+    frozen_teacher,
+    load_or_train_teacher,
+    prepare_teacher_outputs,
+    teacher_dir,
+)
+from kdcore.training import predict
+from kdcore.trial import unpack_masks
 
 
 def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict]]:
@@ -73,6 +89,30 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
                 prepare_teacher_outputs(cell_cfg, data, splits, weights[key], log)
         metas[key]["cells"].append(cell_labels(cell))
     return weights, list(metas.values())
+
+
+def example_masks(
+    cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """What the example figure shows, for the grid's first cell: test slices (one per
+    patient, ``example_slices``), their ground truth, and the predictions of the teacher
+    and of each variant's first seed."""
+    cell = axis_cells(cfg)[0]
+    cell_cfg = cell_config(cfg, cell)
+    data, splits = prepare_data(cell_cfg, lambda _: None)
+    shown = example_slices(data.case, data.masks, splits.test)
+    predictions = {}
+    if teachers:
+        weights = teachers[teacher_dir(cell_cfg, data, splits).name]
+        teacher = frozen_teacher(cell_cfg, weights, resolve_device(cfg.device))
+        predictions["teacher"] = (predict(teacher, data, shown) > 0.5).numpy()
+    labels = cell_labels(cell)
+    first_seed = min(cfg.seeds)
+    for r in rows:
+        if r["seed"] == first_seed and all(r[k] == v for k, v in labels.items()):
+            predictions[r["variant"]] = unpack_masks(r["examples"])
+    images = np.asarray(data.images[shown], dtype=np.float32)
+    return images, np.asarray(data.masks[shown]), predictions
 
 
 def tuning_lines(cfg: DictConfig, tuned: dict[str, dict] | None) -> list[str]:
@@ -116,11 +156,15 @@ def write_results(
     commit: str,
     tuned: dict[str, dict] | None,
     timing: tuple[float, int],
+    examples: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
     report with its statistics, figures and tuned settings, trials, per-patient counts,
     histories and provenance. Returns the paths of the report and the trials, and the
-    summary. ``timing``: the grid's wall seconds and how many trials ran at once."""
+    summary. ``timing``: the grid's wall seconds and how many trials ran at once;
+    ``examples``: test slices, truth and predictions for the example figure."""
+    for r in rows:
+        r.pop("examples")
     axes = list(grid_axes(cfg))
     histories = {history_name(r, axes): r.pop("history") for r in rows}
     cases = pd.DataFrame(
@@ -147,7 +191,7 @@ def write_results(
         "tuned": tuned,
     }
     with replaced_dir(folder) as tmp:  # the whole folder, swapped in when complete
-        figures = figures_for(summary, trials, axes, tmp)
+        figures = [*figures_for(summary, trials, axes, tmp), plot_examples(*examples, tmp)]
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
             summary,
@@ -156,6 +200,7 @@ def write_results(
             axes,
             teacher_metas,
             dataset_label(cfg),
+            replicates_label(cfg),
             protocol_label(cfg),
             command,
             OmegaConf.to_yaml(cfg, resolve=True),
@@ -191,7 +236,10 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     grid_start = time.perf_counter()
     rows = run_grid(run_cfg, teachers or None, log, tuned)
     timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
-    paths, summary = write_results(cfg, rows, teacher_metas, command, commit, tuned, timing)
+    examples = example_masks(run_cfg, rows, teachers)
+    paths, summary = write_results(
+        cfg, rows, teacher_metas, command, commit, tuned, timing, examples
+    )
     axes = list(grid_axes(cfg))
     index = write_index(Path(cfg.results_dir))
     log("\n" + summary_markdown(summary, axes))

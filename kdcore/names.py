@@ -50,6 +50,19 @@ def dataset_label(cfg: DictConfig) -> str:
     return f"{name}, {split}, {cfg.image_size}x{cfg.image_size}"
 
 
+def replicates_label(cfg: DictConfig) -> str:
+    """What varies between the replicates (seeds) of a table."""
+    if cfg.vary_subset:
+        return (
+            "Replicates differ in initialisation, batch order and the student's training "
+            "subset (each seed draws its own); the test patients are the same for every seed."
+        )
+    return (
+        "Replicates differ in initialisation and batch order only: the student's training "
+        "subset and the test patients are the same for every seed."
+    )
+
+
 PROTOCOL_KEYS = ("split", "protocol.", "kd.heads", "kd.pmd_mode")
 
 

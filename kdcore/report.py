@@ -216,6 +216,7 @@ def render_report(
     axes: list[str],
     teachers: list[dict[str, Any]],
     dataset: str,
+    replicates: str,
     protocol: str,
     command: str,
     config_yaml: str,
@@ -252,9 +253,7 @@ def render_report(
     lines += [
         f"- Student: {student}, trained on {fraction} of the training {unit}",
         f"- Grid: {grid}; rows are the axis values and variants.",
-        f"- Seeds: {', '.join(map(str, seeds))}. Replicates differ in initialisation and "
-        "batch order only: the student's training subset and the test patients are the "
-        "same for every seed.",
+        f"- Seeds: {', '.join(map(str, seeds))}. {replicates}",
         f"- Metrics on {patients} test patients: dice / iou / recall / precision pooled over "
         "all test slices (as the thesis); dice_3d: mean per-volume 3D Dice.",
         "- Each cell: mean over seeds [95% t-interval]. KD rows, against the baseline of the "

@@ -5,22 +5,26 @@ Every Ray Tune trial calls ``run_trial``; so can a script or a test, in-process.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
 from kdcore.config import as_dict, resolve_device
 from kdcore.data.prepare import prepare_data
+from kdcore.data.splits import example_slices
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters
 from kdcore.names import student_name, teacher_name
 from kdcore.progress import Log
 from kdcore.teacher import frozen_teacher, outputs_dir, teacher_dir, teacher_outputs, teacher_taps
-from kdcore.training import FitSettings, FitState, evaluate, fit, mean_loss
+from kdcore.training import FitSettings, FitState, evaluate, fit, mean_loss, predict
 
 
 def epoch_line(state: FitState, weights: dict[str, float]) -> str:
@@ -36,6 +40,19 @@ def epoch_line(state: FitState, weights: dict[str, float]) -> str:
         f"epoch {h['epoch']}: loss {h['train_loss']:.4f} = {terms}; "
         f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
     )
+
+
+def pack_masks(masks: torch.Tensor) -> str:
+    """Binary masks (K, H, W) as text (bits, base64) that travels in a trial's result."""
+    bits = np.packbits(masks.cpu().numpy().astype(np.uint8))
+    return json.dumps([list(masks.shape), base64.b64encode(bits.tobytes()).decode()])
+
+
+def unpack_masks(text: str) -> np.ndarray:
+    """The masks of ``pack_masks``, as a (K, H, W) uint8 array."""
+    shape, data = json.loads(text)
+    bits = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
+    return np.unpackbits(bits)[: int(np.prod(shape))].reshape(shape)
 
 
 def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
@@ -80,7 +97,9 @@ def run_trial(
     """
     start = time.perf_counter()
     device = resolve_device(cfg.device)
-    data, splits = prepare_data(cfg, log=lambda _: None)
+    # with vary_subset, each seed also trains on a student subset of its own
+    subset_seed = 1000 + seed if cfg.vary_subset else None
+    data, splits = prepare_data(cfg, lambda _: None, subset_seed)
     data_s = time.perf_counter() - start
     label, terms = parse_variant(variant)
     torch.manual_seed(seed)
@@ -140,6 +159,7 @@ def run_trial(
         }
     fit_s = time.perf_counter() - fit_start
     test = evaluate(student, data, splits.test)
+    shown = example_slices(data.case, data.masks, splits.test)
     return {
         "variant": label,
         "seed": seed,
@@ -159,6 +179,7 @@ def run_trial(
         "data_s": data_s,
         "fit_s": fit_s,
         "history": state.history,
+        "examples": pack_masks(predict(student, data, shown) > 0.5),
         "cases": [
             {"case": data.case_names[vid], "tp": tp, "fp": fp, "fn": fn}
             for vid, tp, fp, fn in test["volumes"]

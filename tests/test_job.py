@@ -55,6 +55,10 @@ def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
     )
     table = second[0].read_text()
     assert "- Grid: data_fraction (0.5, 1.0) x variant (2) x seed (1)" in table
+    for figure in ("dice_vs_fraction.png", "examples.png"):
+        assert (second[0].parent / figure).stat().st_size > 1000 and f"]({figure})" in table
+    assert (first[0].parent / "dice_by_variant.png").is_file()
+    assert "- Time per trial (mean seconds): data" in table
     index = (tmp_path / "results" / "index.md").read_text()
     assert index.index(second[0].parent.name) < index.index(first[0].parent.name)
     assert "`first`" in index and "`second`" in index

@@ -139,3 +139,10 @@ def test_select_replaces_the_validation_choice_of_checkpoint(tiny_msd, tmp_path)
         select=lambda _model: next(scores),
     )
     assert state.best_epoch == 2 and state.best_val == state.history[1]["val_dice"]
+
+
+def test_masks_travel_as_text_unchanged():
+    from kdcore.trial import pack_masks, unpack_masks
+
+    masks = torch.rand(3, 5, 7) > 0.5
+    assert np.array_equal(unpack_masks(pack_masks(masks)), masks.numpy().astype(np.uint8))

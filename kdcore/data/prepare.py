@@ -34,8 +34,11 @@ def dataset_root(cfg: DictConfig, log: Log = print) -> Path:
     return root
 
 
-def prepare_data(cfg: DictConfig, log: Log = print) -> tuple[SliceData, Splits]:
-    """Slices of the configured dataset (cached) and their train / val / test split."""
+def prepare_data(
+    cfg: DictConfig, log: Log = print, subset_seed: int | None = None
+) -> tuple[SliceData, Splits]:
+    """Slices of the configured dataset (cached) and their train / val / test split; the
+    student's subset is drawn with ``subset_seed`` (default: the split's seed)."""
     cases = list_cases(dataset_root(cfg, log))
     data = load_slices(cases, slice_settings(cfg), Path(cfg.work_dir) / "cache")
     splits = make_splits(
@@ -45,5 +48,6 @@ def prepare_data(cfg: DictConfig, log: Log = print) -> tuple[SliceData, Splits]:
         cfg.val_fraction,
         cfg.test_fraction,
         cfg.data_fraction,
+        subset_seed,
     )
     return data, splits

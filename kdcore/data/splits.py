@@ -69,22 +69,25 @@ def make_splits(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     data_fraction: float = 0.5,
+    subset_seed: int | None = None,
 ) -> Splits:
     """Split slices whose volume indices are ``slice_case`` (N,) by patient or by slice.
 
-    The student subset takes ``data_fraction`` of the training patients (or slices).
+    The student subset takes ``data_fraction`` of the training patients (or slices),
+    drawn with ``subset_seed`` (default: ``seed``); subsets of one seed are nested.
     """
+    subset_seed = seed if subset_seed is None else subset_seed
     if mode not in SPLIT_MODES:
         raise ConfigError(f"unknown split {mode!r}; choose one of {', '.join(SPLIT_MODES)}")
     if mode == "slice":
         parts = split_units(len(slice_case), seed, val_fraction, test_fraction)
-        student = nested_subset(parts["train"], data_fraction, seed)
+        student = nested_subset(parts["train"], data_fraction, subset_seed)
         return Splits(mode, parts["train"], student, parts["val"], parts["test"])
     cases = np.unique(slice_case)
     parts = {
         k: cases[v] for k, v in split_units(len(cases), seed, val_fraction, test_fraction).items()
     }
-    student_cases = nested_subset(parts["train"], data_fraction, seed)
+    student_cases = nested_subset(parts["train"], data_fraction, subset_seed)
 
     def slices_of(case_ids: np.ndarray) -> np.ndarray:
         return np.flatnonzero(np.isin(slice_case, case_ids))
@@ -96,3 +99,16 @@ def make_splits(
         slices_of(parts["val"]),
         slices_of(parts["test"]),
     )
+
+
+def example_slices(
+    slice_case: np.ndarray, masks: np.ndarray, idx: np.ndarray, count: int = 4
+) -> np.ndarray:
+    """Slices to show: of each of the first ``count`` patients among slices ``idx``, the
+    slice with the largest organ area (sorted slice indices)."""
+    chosen = []
+    for case in np.unique(slice_case[idx])[:count]:
+        own = idx[slice_case[idx] == case]
+        areas = np.asarray(masks[own]).reshape(len(own), -1).sum(1)
+        chosen.append(own[int(np.argmax(areas))])
+    return np.sort(np.asarray(chosen, dtype=np.int64))

@@ -47,3 +47,14 @@ def test_fraction_outside_unit_interval_is_rejected(fraction):
 def test_too_few_patients_is_a_clear_error():
     with pytest.raises(ConfigError, match="cannot be split"):
         make_splits(np.array([0, 0, 1, 1]))
+
+
+def test_example_slices_show_each_patients_largest_organ():
+    from kdcore.data.splits import example_slices
+
+    case = np.array([0, 0, 0, 1, 1, 2, 2])
+    masks = np.zeros((7, 4, 4), np.uint8)
+    masks[1, :2] = 1  # patient 0: slice 1 has the most organ
+    masks[4, :1] = 1  # patient 1: slice 4
+    assert list(example_slices(case, masks, np.arange(7), count=2)) == [1, 4]
+    assert list(example_slices(case, masks, np.array([5, 6]))) == [5]  # none: the first
