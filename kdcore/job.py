@@ -111,8 +111,14 @@ def example_masks(
     for r in rows:
         if r["seed"] == first_seed and all(r[k] == v for k, v in labels.items()):
             predictions[r["variant"]] = unpack_masks(r["examples"])
+
+    def radiological(slices: np.ndarray) -> np.ndarray:
+        # slices are (x, y) in RAS: show anterior up and the patient's right on the left
+        return np.flip(np.swapaxes(np.asarray(slices), 1, 2), axis=(1, 2))
+
     images = np.asarray(data.images[shown], dtype=np.float32)
-    return images, np.asarray(data.masks[shown]), predictions
+    shown_masks = {k: radiological(v) for k, v in predictions.items()}
+    return radiological(images), radiological(data.masks[shown]), shown_masks
 
 
 def tuning_lines(cfg: DictConfig, tuned: dict[str, dict] | None) -> list[str]:

@@ -590,8 +590,9 @@ def plot_examples(
             ax.grid(False)
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            if i == 0:
-                ax.set_title(columns[j])
+            if i == 0:  # long variant names break after each '+'
+                title = columns[j].replace("+", "+\n") if len(columns[j]) > 11 else columns[j]
+                ax.set_title(title, fontsize=8)
         grid[i, 0].set_ylabel(titles[i], fontsize=9)
     fig.suptitle("Example test slices")
     handles = [
