@@ -183,6 +183,16 @@ def connect(cfg: DictConfig, log: Log = print) -> None:
         )
 
 
+def storage_root(cfg: DictConfig) -> str:
+    """Where Ray keeps runs and trial checkpoints: ``ray.storage`` (a path every node
+    shares, or a URI such as s3://bucket/kd), else ``<work_dir>/ray`` (one machine)."""
+    if cfg.ray.storage:
+        if "://" in cfg.ray.storage:
+            return cfg.ray.storage.rstrip("/")
+        return str(Path(cfg.ray.storage).absolute())
+    return str(Path(cfg.work_dir).absolute() / "ray")
+
+
 def parallel_slots(cfg: DictConfig) -> int:
     """How many trials the connected Ray cluster runs at once."""
     have = ray.cluster_resources()
@@ -210,7 +220,7 @@ def _fit(
 ) -> list:
     """Run (or resume) the Ray Tune run ``name`` of ``_trainable`` trials and return its
     results, once every trial has finished; else raise GridError saying why."""
-    storage = Path(cfg.work_dir).absolute() / "ray"
+    storage = storage_root(cfg)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
     # The config and the teachers' weights go through Ray's object store: trials on other
     # nodes need no shared disk, and a trial's own config is its cell, variant and seed.
@@ -219,12 +229,10 @@ def _fit(
         resources,
     )
     connect(cfg, log)
-    path = storage / name
-    if tune.Tuner.can_restore(str(path)):
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path):
         log(f"ray: resuming {path}")
-        tuner = tune.Tuner.restore(
-            str(path), trainable, resume_unfinished=True, restart_errored=True
-        )
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -236,7 +244,7 @@ def _fit(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(storage),
+                storage_path=storage,
                 verbose=cfg.ray.verbose,
                 # restored with the run, so a resumed grid logs its progress too
                 callbacks=[ProgressLog(total, log)],

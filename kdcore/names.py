@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from kdcore.config import as_dict, stable_hash, varied_keys
 
-# Settings that change how fast or where a job runs, not its results.
+# Settings that change how fast or where a job runs, not its results (the teacher's
+# workers change float reduction order, as kd.compile does, not the maths).
 OPERATIONAL = (
     "results_dir",
     "work_dir",
@@ -25,6 +26,8 @@ OPERATIONAL = (
     "data.download",
     "kd.compile",
     "kd.teacher_cache",
+    "teacher.workers",
+    "teacher.zero_stage",
 )
 
 

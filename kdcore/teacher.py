@@ -29,7 +29,8 @@ from kdcore.losses import MultiTaskLoss
 from kdcore.models import UNet, build_teacher, count_parameters
 from kdcore.names import teacher_name
 from kdcore.progress import Log, Progress
-from kdcore.training import FitSettings, evaluate, fit, model_device
+from kdcore.sharded import train_teacher_sharded, write_teacher_outputs_sharded
+from kdcore.training import FitSettings, FitState, evaluate, fit, model_device
 
 TAPS = ("enc", "bottleneck", "dec", "logits")  # what distillation reads from a teacher
 
@@ -58,9 +59,11 @@ def load_weights(path: Path) -> dict[str, Tensor]:
 
 def teacher_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     """Cache folder of the teacher, keyed by its config, the data and the training split."""
+    # how many workers train it is operational (see kdcore.names.OPERATIONAL)
+    teacher = {k: v for k, v in as_dict(cfg.teacher).items() if k not in ("workers", "zero_stage")}
     key = stable_hash(
         {
-            "teacher": as_dict(cfg.teacher),
+            "teacher": teacher,
             "data": data.key,
             "train": splits.train.tolist(),
             "val": splits.val.tolist(),
@@ -80,17 +83,47 @@ def load_or_train_teacher(
     if (folder / "meta.json").is_file():
         log(f"teacher: reusing {folder}")
         return Teacher(folder, json.loads((folder / "meta.json").read_text()))
+    name = teacher_name(cfg)
+    start = time.perf_counter()
+    if cfg.teacher.workers > 1:
+        weights, run = train_teacher_sharded(cfg, data, splits, name, log)
+        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+        model.load_state_dict(weights)
+        model = model.to(resolve_device(cfg.device))
+        best_epoch, best_val = run["best_epoch"], run["best_val"]
+    else:
+        model, state = _train_teacher(cfg, data, splits, name, log)
+        best_epoch, best_val = state.best_epoch, state.best_val
+    meta = {
+        "name": name,
+        "params": count_parameters(model),
+        "config": as_dict(cfg.teacher),
+        "best_epoch": best_epoch,
+        "val_dice": best_val,
+        "test": evaluate(model, data, splits.test),
+        "wall_s": time.perf_counter() - start,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
+    log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
+    return Teacher(folder, meta)
+
+
+def _train_teacher(
+    cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
+) -> tuple[UNet, FitState]:
+    """Train the teacher in this process; return it at its chosen epoch and the fit state."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.teacher.seed)
     model = build_teacher(cfg.teacher.width, cfg.teacher.depth).to(device)
     objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
     settings = FitSettings(**as_dict(cfg.teacher.fit))
-    name = teacher_name(cfg)
     log(
         f"teacher: training {name} ({count_parameters(model):,} params) on "
         f"{len(splits.train)} slices for {settings.epochs} epochs"
     )
-    start = time.perf_counter()
     progress = Progress(settings.epochs)
 
     def on_epoch(state, _checkpoint):
@@ -112,21 +145,7 @@ def load_or_train_teacher(
         on_epoch=on_epoch,
         name=f"teacher {name}",
     )
-    meta = {
-        "name": name,
-        "params": count_parameters(model),
-        "config": as_dict(cfg.teacher),
-        "best_epoch": state.best_epoch,
-        "val_dice": state.best_val,
-        "test": evaluate(model, data, splits.test),
-        "wall_s": time.perf_counter() - start,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.pt") as tmp:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
-    log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
-    return Teacher(folder, meta)
+    return model, state
 
 
 def freeze(teacher: UNet) -> UNet:
@@ -231,6 +250,13 @@ def prepare_teacher_outputs(
     folder = outputs_dir(cfg, data, splits)
     if not (folder / "meta.json").is_file():
         log(f"teacher outputs: caching the taps of {len(data)} slices in {folder}")
+    if cfg.teacher.workers > 1 and not (folder / "meta.json").is_file():
+        run = write_teacher_outputs_sharded(cfg, weights, data, folder, log)
+        held = ", ".join(f"{r['held']:,}" for r in run["ranks"])
+        log(
+            f"teacher outputs: ZeRO-3 over {run['workers']} workers holding {held} "
+            f"parameter elements each, in {run['wall_s']:.1f}s"
+        )
     outputs = teacher_outputs(
         frozen_teacher(cfg, weights, resolve_device(cfg.device)), data, folder
     )

@@ -1,0 +1,388 @@
+"""The teacher on several workers: DeepSpeed engines inside a Ray Train job.
+
+With ``teacher.workers = N > 1`` (1, the default, keeps the single-process path):
+
+- ``train_teacher_sharded``: a Ray Train ``TorchTrainer`` with N workers (gloo on CPU, NCCL
+  on GPU). Each worker wraps the teacher in a DeepSpeed engine with ZeRO stage
+  ``teacher.zero_stage`` (0-3; bf16 on GPU) and trains on its share of every global batch,
+  the same batches as one process would see. The checkpoint chosen on validation comes
+  back as a consolidated plain state dict for the keyed teacher cache.
+- ``write_teacher_outputs_sharded``: the frozen teacher sharded with ZeRO stage 3, each
+  worker holding about 1/N of its parameters and computing the taps of its share of the
+  slices into the teacher-output cache.
+
+Worker files travel through Ray Train's checkpoints (merged into one folder under
+``ray.storage``), so the workers may run on other nodes than the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from kdcore.config import as_dict
+from kdcore.data.batches import batches, to_tensors
+from kdcore.data.slices import SliceData
+from kdcore.data.splits import Splits
+from kdcore.errors import NonFiniteLossError
+from kdcore.io import atomic_dir
+from kdcore.progress import Log
+
+
+def zero_config(stage: int, micro_batch: int, bf16: bool) -> dict[str, Any]:
+    """A DeepSpeed config for ZeRO ``stage`` (0-3) with the optimiser given in code.
+
+    ``stage3_param_persistence_threshold: 0`` shards every tensor, however small (the
+    default keeps tensors under 1e5 elements whole on every rank).
+    """
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0},
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def rank_share(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of ``idx`` (shares differ in size by at most one)."""
+    return np.array_split(np.asarray(idx), world)[rank]
+
+
+def _trainer(loop, config: dict, cfg: DictConfig, name: str):
+    """A TorchTrainer of ``teacher.workers`` workers (one GPU each when the run is on CUDA)."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from kdcore.errors import ConfigError
+    from kdcore.grid import storage_root
+
+    use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    have = ray.cluster_resources()
+    need = {
+        "CPU": cfg.teacher.workers * cfg.ray.cpus_per_trial,
+        "GPU": cfg.teacher.workers * use_gpu,
+    }
+    short = [
+        f"{need[k]:g} {k}s (it has {have.get(k, 0):g})" for k in need if need[k] > have.get(k, 0)
+    ]
+    if short:
+        raise ConfigError(
+            f"teacher.workers={cfg.teacher.workers} needs "
+            + " and ".join(short)
+            + " in the Ray cluster: lower teacher.workers or ray.cpus_per_trial"
+        )
+    return TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.teacher.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_trial},
+        ),
+        run_config=RunConfig(name=name, storage_path=storage_root(cfg)),
+    )
+
+
+def _fit_trainer(trainer) -> Any:
+    """Run a TorchTrainer; a worker's error is re-raised as what it was (e.g. a non-finite
+    loss) rather than as Ray's wrapper."""
+    try:
+        return trainer.fit()
+    except Exception as err:  # Ray wraps worker errors; keep the worker's message
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, NonFiniteLossError) or "NonFiniteLossError" in str(err):
+            raise NonFiniteLossError(str(cause).strip().splitlines()[-1]) from None
+        raise
+
+
+# ---- training -----------------------------------------------------------------------
+
+
+def train_teacher_sharded(
+    cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Train the teacher on ``teacher.workers`` DeepSpeed workers; return the weights of
+    the epoch chosen on validation Dice (a consolidated plain state dict on CPU) and the
+    run's summary (``best_epoch``, ``best_val``, ``history``, ``held`` per rank)."""
+    import ray
+
+    from kdcore.grid import connect
+
+    connect(cfg, log)
+    config = {"cfg": as_dict(cfg), "data": ray.put(data), "splits": ray.put(splits)}
+    run = f"teacher-{name}-{int(time.time())}"
+    result = _fit_trainer(_trainer(_train_loop, config, cfg, run))
+    with result.checkpoint.as_directory() as folder:
+        weights = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+    for h in summary["history"]:
+        log(
+            f"teacher epoch {h['epoch']}/{cfg.teacher.fit.epochs}: loss {h['train_loss']:.4f} "
+            f"(seg {h['loss_seg']:.4f}, recon {h['loss_recon']:.4f}), val dice "
+            f"{h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
+        )
+    return weights, summary
+
+
+def _train_loop(config: dict) -> None:
+    """One worker of ``train_teacher_sharded`` (runs in a Ray Train worker process)."""
+    import deepspeed
+    import ray
+    import ray.train
+    import torch.distributed as dist
+    from omegaconf import OmegaConf
+    from ray.train.torch import get_device
+
+    from kdcore.losses import MultiTaskLoss
+    from kdcore.models import build_teacher
+    from kdcore.training import FitSettings, _non_finite_message, build_optimizer, evaluate
+
+    cfg = OmegaConf.create(config["cfg"])
+    data: SliceData = ray.get(config["data"])
+    splits: Splits = ray.get(config["splits"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = get_device()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    settings = FitSettings(**as_dict(cfg.teacher.fit))
+    stage = cfg.teacher.zero_stage
+    ds_config = zero_config(stage, settings.batch_size, device.type == "cuda")
+
+    torch.manual_seed(cfg.teacher.seed)  # every rank builds the same initial teacher
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=stage == 3):
+        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+    model = model.to(device)
+    optimizer = build_optimizer(list(model.parameters()), settings)
+    steps = settings.epochs * sum(1 for _ in batches(splits.train, settings.batch_size, None))
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+        if settings.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=ds_config
+    )
+    objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
+    best: dict[str, Any] = {"val": -1.0, "epoch": -1, "weights": None}
+    history = []
+    for epoch in range(settings.epochs):
+        start = time.perf_counter()
+        engine.train()
+        rng = np.random.default_rng([cfg.teacher.seed, epoch])  # as ``fit``: same batches
+        sums = torch.zeros(4, dtype=torch.float64)  # samples, loss, seg, recon
+        for idx in batches(splits.train, settings.batch_size, rng):
+            share = rank_share(idx, rank, world)
+            # every rank must run each step (ZeRO gathers and reduces collectively): a
+            # rank without samples runs one with weight 0
+            x, y = to_tensors(data, share if len(share) else idx[:1], device)
+            loss, parts = objective(engine(x), x, y)
+            # DeepSpeed averages gradients over ranks: weighting each rank's mean loss by
+            # world * its share makes the step that of the global batch's mean (up to
+            # the batch Dice and BatchNorm statistics, which each rank takes on its share)
+            weight = world * len(share) / len(idx)
+            engine.backward(loss * weight)
+            engine.step()
+            sums += torch.tensor(
+                [
+                    len(share),
+                    *(len(share) * float(v) for v in (loss, parts["seg"], parts["recon"])),
+                ],
+                dtype=torch.float64,
+            )
+        dist.all_reduce(sums)
+        n = float(sums[0])
+        h = {
+            "epoch": epoch + 1,
+            "train_loss": float(sums[1]) / n,
+            "loss_seg": float(sums[2]) / n,
+            "loss_recon": float(sums[3]) / n,
+        }
+        if not math.isfinite(h["train_loss"]):
+            raise NonFiniteLossError(_non_finite_message(f"teacher (rank {rank})", epoch + 1, h))
+        h["train_s"] = time.perf_counter() - start
+        weights = _full_state_dict(engine, stage)  # collective: every rank takes part
+        if rank == 0:
+            plain = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+            plain.load_state_dict(weights)
+            h["val_dice"] = evaluate(plain.to(device), data, splits.val)["dice"]
+            if h["val_dice"] > best["val"]:
+                best = {"val": h["val_dice"], "epoch": epoch + 1, "weights": weights}
+        h["epoch_s"] = time.perf_counter() - start
+        history.append(h)
+    held = _held_parameters(model, stage)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / f"held-rank{rank}.json").write_text(json.dumps({"held": held}))
+        if rank == 0:
+            torch.save(best["weights"], Path(folder) / "model.pt")
+            summary = {"best_epoch": best["epoch"], "best_val": best["val"], "history": history}
+            (Path(folder) / "summary.json").write_text(json.dumps(summary))
+        ray.train.report(
+            {"epoch": settings.epochs}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+        )
+
+
+def _full_state_dict(engine, stage: int) -> dict[str, Tensor]:
+    """The whole model's state dict on CPU (gathered from every rank under ZeRO-3).
+
+    Under ZeRO-3 a bare ``state_dict()`` holds empty shards, so the parameters are
+    gathered first; every rank must call this.
+    """
+    import deepspeed
+
+    module = engine.module
+    params = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=stage == 3):
+        return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _held_parameters(model: torch.nn.Module, stage: int) -> int:
+    """Parameter elements this rank holds (its ZeRO-3 shards, else every parameter)."""
+    if stage == 3:
+        return sum(p.ds_tensor.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- the sharded frozen teacher: the output cache -------------------------------------
+
+
+def write_teacher_outputs_sharded(
+    cfg: DictConfig,
+    weights: dict[str, Tensor],
+    data: SliceData,
+    folder: Path,
+    log: Log,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Fill the teacher-output cache in ``folder`` (as ``write_teacher_outputs``) with the
+    frozen teacher sharded by ZeRO stage 3 over ``teacher.workers`` workers, each computing
+    the taps of its share of the slices. Returns what each rank held and how long it took.
+    """
+    import ray
+
+    from kdcore.grid import connect
+    from kdcore.teacher import TAPS
+
+    connect(cfg, log)
+    config = {
+        "cfg": as_dict(cfg),
+        "weights": ray.put(weights),
+        "images": ray.put(np.asarray(data.images)),
+        "batch_size": batch_size,
+    }
+    start = time.perf_counter()
+    run = f"teacher-outputs-{folder.parent.name}-{int(time.time())}"
+    result = _fit_trainer(_trainer(_outputs_loop, config, cfg, run))
+    n = len(data)
+    report: dict[str, Any] = {"workers": cfg.teacher.workers, "ranks": []}
+    with result.checkpoint.as_directory() as shards, atomic_dir(folder) as tmp:
+        arrays = {}
+        for rank in range(cfg.teacher.workers):
+            part = np.load(Path(shards) / f"taps-rank{rank}.npz")
+            report["ranks"].append(json.loads((Path(shards) / f"rank{rank}.json").read_text()))
+            idx = part["idx"]
+            for name in TAPS:
+                if name not in arrays:
+                    shape = (n, *part[name].shape[1:])
+                    arrays[name] = np.lib.format.open_memmap(
+                        tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=shape
+                    )
+                arrays[name][idx] = part[name]
+        for array in arrays.values():
+            array.flush()
+        per_slice = sum(a[0].nbytes for a in arrays.values())
+        meta = {"data": data.key, "slices": n, "bytes_per_slice": per_slice}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    report["wall_s"] = time.perf_counter() - start
+    return report
+
+
+def sharded_frozen_teacher(cfg: DictConfig, weights: dict[str, Tensor], device: torch.device):
+    """The frozen teacher as a DeepSpeed ZeRO-3 engine: built sharded (``zero.Init``),
+    loaded, frozen. Call the returned engine (not its module) on every rank at once."""
+    import deepspeed
+
+    from kdcore.models import build_teacher
+
+    ds_config = zero_config(3, 1, device.type == "cuda")
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+    # every rank loads the buffers (BatchNorm statistics are not sharded); the gathered
+    # parameters are written back from rank 0
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
+        model.load_state_dict(weights)
+    model.requires_grad_(False)
+    engine, *_ = deepspeed.initialize(model=model.to(device), config=ds_config)
+    engine.eval()  # (DeepSpeed's eval() returns None)
+    return engine
+
+
+def _outputs_loop(config: dict) -> None:
+    """One worker of ``write_teacher_outputs_sharded``."""
+    import ray
+    import ray.train
+    from omegaconf import OmegaConf
+    from ray.train.torch import get_device
+
+    from kdcore.teacher import TAPS
+
+    cfg = OmegaConf.create(config["cfg"])
+    images = ray.get(config["images"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = get_device()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    engine = sharded_frozen_teacher(cfg, ray.get(config["weights"]), device)
+    mine = rank_share(np.arange(len(images)), rank, world)
+    size = config["batch_size"]
+    # every rank runs the same number of forward passes (each gathers the shards
+    # collectively); a rank past its last slice repeats one and discards it
+    steps = math.ceil(len(rank_share(np.arange(len(images)), 0, world)) / size)
+    out: dict[str, list[np.ndarray]] = {name: [] for name in TAPS}
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = mine[step * size : (step + 1) * size]
+        x = torch.from_numpy(np.asarray(images[idx if len(idx) else mine[:1]], np.float32))
+        x = x[:, None].expand(-1, 3, -1, -1).to(device)
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"),
+        ):
+            taps = engine(x, with_recon=False)
+        if len(idx):
+            for name in TAPS:
+                out[name].append(taps[name].float().cpu().numpy().astype(np.float16))
+    seconds = time.perf_counter() - start
+    held = _held_parameters(engine.module, 3)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    with tempfile.TemporaryDirectory() as folder:
+        np.savez(
+            Path(folder) / f"taps-rank{rank}.npz",
+            idx=mine,
+            **{name: np.concatenate(v) for name, v in out.items()},
+        )
+        info = {
+            "rank": rank,
+            "held": held,
+            "slices": len(mine),
+            "seconds": seconds,
+            "peak_bytes": peak,
+        }
+        (Path(folder) / f"rank{rank}.json").write_text(json.dumps(info))
+        ray.train.report(
+            {"slices": len(mine)}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+        )
