@@ -108,7 +108,9 @@ def _trainable(
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "state.pt", weights_only=True)
     every, epochs = cfg.ray.checkpoint_every, cfg.student.fit.epochs
-    trial_log = Path(tune.get_context().get_trial_dir()) / "trial.log"
+    # Tune runs the trial in its own folder on whichever node it was placed (the driver's
+    # trial folder exists only on the driver's node); artifacts sync the log to storage
+    trial_log = Path.cwd() / "trial.log"
 
     def log(line: str) -> None:
         with open(trial_log, "a") as f:
@@ -147,7 +149,17 @@ def _trainable(
         return
     # nested results travel as JSON: Tune flattens dicts and keeps lists as they are
     extra = {k: json.dumps(row.pop(k)) for k in ("history", "cases")}
-    tune.report({**row, **extra, "checkpoint_s": checkpoint_s, "epoch": epochs, "finished": True})
+    node = ray.get_runtime_context().get_node_id()[:8]
+    tune.report(
+        {
+            **row,
+            **extra,
+            "checkpoint_s": checkpoint_s,
+            "node": node,
+            "epoch": epochs,
+            "finished": True,
+        }
+    )
 
 
 def connect(cfg: DictConfig, log: Log = print) -> None:
@@ -249,6 +261,7 @@ def _fit(
                 # restored with the run, so a resumed grid logs its progress too
                 callbacks=[ProgressLog(total, log)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log of every node
             ),
         )
     results = tuner.fit()

@@ -53,6 +53,7 @@ TRIAL_COLUMNS = (
     "fit_s",  # training and validation epochs (each epoch's split: history/)
     "checkpoint_s",  # saving and reporting resumable checkpoints
     "trial_s",  # the trial's time as Ray Tune measured it
+    "node",  # the Ray node it ran on (its id's first 8 characters)
 )
 INDEX_NAME = "index.md"
 

@@ -104,6 +104,7 @@ def _full_trials() -> pd.DataFrame:
         fit_s=8.0,
         checkpoint_s=0.2,
         trial_s=10.5,
+        node="0a1b2c3d",
     )
 
 
