@@ -35,6 +35,7 @@ from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E4
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
 from kdcore.report import TRIAL_COLUMNS  # noqa: E402
+from kdcore.sharded import run_sharded_trial, sharded_trials  # noqa: E402
 from kdcore.trial import run_trial  # noqa: E402
 from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
@@ -133,9 +134,14 @@ def _trainable(
             tune.report(metrics)
 
     try:
-        row = run_trial(
-            cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log, not sample
-        )
+        if sharded_trials(cfg):  # the trial's own workers: no per-epoch reports or resume
+            row = run_sharded_trial(cfg, config["variant"], config["seed"], teachers)
+            if sample:
+                row = {"val_dice": row["val_dice"]}
+        else:
+            row = run_trial(
+                cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log, not sample
+            )
     except NonFiniteLossError as err:
         log(str(err))
         if sample:  # a tuning sample that diverged is a bad sample, not a failed grid
@@ -208,9 +214,10 @@ def storage_root(cfg: DictConfig) -> str:
 def parallel_slots(cfg: DictConfig) -> int:
     """How many trials the connected Ray cluster runs at once."""
     have = ray.cluster_resources()
-    slots = int(have.get("CPU", 0) // cfg.ray.cpus_per_trial)
+    workers = cfg.teacher.workers if sharded_trials(cfg) else 1  # a trial's workers
+    slots = int(have.get("CPU", 0) // (cfg.ray.cpus_per_trial * workers))
     if cfg.ray.gpus_per_trial:
-        slots = min(slots, int(have.get("GPU", 0) // cfg.ray.gpus_per_trial))
+        slots = min(slots, int(have.get("GPU", 0) // (cfg.ray.gpus_per_trial * workers)))
     return max(1, min(slots, cfg.ray.max_concurrent_trials or slots))
 
 
@@ -234,6 +241,8 @@ def _fit(
     results, once every trial has finished; else raise GridError saying why."""
     storage = storage_root(cfg)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
+    if sharded_trials(cfg):  # a trial only waits for its Ray Train workers
+        resources = {"cpu": 0, "gpu": 0, "memory": 1}  # (Tune refuses an empty request)
     # The config and the teachers' weights go through Ray's object store: trials on other
     # nodes need no shared disk, and a trial's own config is its cell, variant and seed.
     trainable = tune.with_resources(
@@ -251,7 +260,12 @@ def _fit(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 num_samples=num_samples,
-                max_concurrent_trials=cfg.ray.max_concurrent_trials or None,
+                # trials that start their own workers take no resources from Tune
+                max_concurrent_trials=(
+                    parallel_slots(cfg)
+                    if sharded_trials(cfg)
+                    else cfg.ray.max_concurrent_trials or None
+                ),
                 reuse_actors=True,  # skip a new worker process (and torch import) per trial
             ),
             run_config=tune.RunConfig(

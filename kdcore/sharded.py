@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from kdcore.config import as_dict
-from kdcore.data.batches import batches, to_tensors
+from kdcore.data.batches import batches, rank_share, to_tensors
 from kdcore.data.slices import SliceData
 from kdcore.data.splits import Splits
 from kdcore.errors import NonFiniteLossError
@@ -53,11 +53,6 @@ def zero_config(stage: int, micro_batch: int, bf16: bool) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-
-
-def rank_share(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """Rank ``rank``'s contiguous share of ``idx`` (shares differ in size by at most one)."""
-    return np.array_split(np.asarray(idx), world)[rank]
 
 
 def _trainer(loop, config: dict, cfg: DictConfig, name: str):
@@ -200,7 +195,7 @@ def _train_loop(config: dict) -> None:
             sums += torch.tensor(
                 [
                     len(share),
-                    *(len(share) * float(v) for v in (loss, parts["seg"], parts["recon"])),
+                    *(len(share) * v.item() for v in (loss.detach(), parts["seg"], parts["recon"])),
                 ],
                 dtype=torch.float64,
             )
@@ -329,6 +324,69 @@ def sharded_frozen_teacher(cfg: DictConfig, weights: dict[str, Tensor], device: 
     engine, *_ = deepspeed.initialize(model=model.to(device), config=ds_config)
     engine.eval()  # (DeepSpeed's eval() returns None)
     return engine
+
+
+def sharded_taps(engine, x: Tensor) -> dict[str, Tensor]:
+    """The sharded teacher's taps for ``x`` as float32 tensors (every rank at once).
+
+    ``no_grad`` rather than ``inference_mode``: ZeRO-3 gathers and releases parameters
+    in hooks around each module."""
+    cuda = x.device.type == "cuda"
+    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=cuda):
+        taps = engine(x, with_recon=False)
+    return {k: v.float().contiguous() for k, v in taps.items()}
+
+
+# ---- trials spanning several workers ----------------------------------------------------
+
+
+def sharded_trials(cfg: DictConfig) -> bool:
+    """Whether each grid trial spans ``teacher.workers`` workers: the teacher is sharded
+    and the cache (which needs no live teacher) is off. Every trial then does, baselines
+    included, so that a baseline and its KD runs differ only in the KD terms."""
+    return cfg.teacher.workers > 1 and not cfg.kd.teacher_cache
+
+
+def run_sharded_trial(
+    cfg: DictConfig, variant: str, seed: int, teachers: dict | None
+) -> dict[str, Any]:
+    """``kdcore.trial.run_trial`` on ``teacher.workers`` Ray Train workers: the student
+    replicated and data-parallel, the teacher sharded by ZeRO-3. Returns rank 0's row."""
+    import ray
+
+    config = {
+        "cfg": as_dict(cfg),
+        "variant": variant,
+        "seed": seed,
+        "teachers": ray.put(teachers),
+    }
+    run = f"trial-{abs(hash((variant, seed, time.time()))):x}"
+    result = _fit_trainer(_trainer(_trial_loop, config, cfg, run))
+    with result.checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / "row.json").read_text())
+
+
+def _trial_loop(config: dict) -> None:
+    """One worker of ``run_sharded_trial``."""
+    import ray
+    import ray.train
+    from omegaconf import OmegaConf
+
+    from kdcore.trial import run_trial
+
+    cfg = OmegaConf.create(config["cfg"])
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    teachers = ray.get(config["teachers"])
+    row = run_trial(cfg, config["variant"], config["seed"], teachers, rank=rank, world=world)
+    # Ray Train V2 keeps a report's metrics only with a checkpoint: the row travels as one
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:
+            (Path(folder) / "row.json").write_text(json.dumps(row))
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({}, checkpoint=checkpoint)
 
 
 def _outputs_loop(config: dict) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from kdcore.augment import augment_batch, augmenter
-from kdcore.data.batches import batches, to_tensors
+from kdcore.data.batches import batches, rank_share, to_tensors
 from kdcore.data.slices import SliceData
 from kdcore.errors import ConfigError, NonFiniteLossError
 from kdcore.metrics import segmentation_metrics
@@ -121,6 +121,8 @@ def fit(
     resume: dict[str, Any] | None = None,
     name: str = "training",
     select: Callable[[nn.Module], float] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> FitState:
     """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
     on val (``idx``: the batch's slice indices, for per-slice caches).
@@ -139,6 +141,12 @@ def fit(
     the epoch and the non-finite parts.
     ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
     same dict back).
+
+    With ``world > 1`` (in a torch.distributed process group) this is rank ``rank`` of a
+    data-parallel run: it trains on its share of every batch (``rank_share``) and averages
+    the gradients over ranks with an all-reduce, as DDP does, so every rank takes the
+    step of the whole batch's mean loss (up to the batch Dice and BatchNorm statistics,
+    which each rank takes on its share); the history holds the whole batch's losses.
     """
     device = model_device(model)
     params = list(model.parameters())
@@ -168,23 +176,31 @@ def fit(
             augment = augmenter(int(np.random.default_rng([seed, state.epoch, 1]).integers(2**31)))
         sums: dict[str, float] = {}
         count = 0
-        for idx in batches(train_idx, settings.batch_size, rng):
-            x, y = to_tensors(data, idx, device)
+        for batch in batches(train_idx, settings.batch_size, rng):
+            idx = rank_share(batch, rank, world) if world > 1 else batch
+            # every rank steps together; one without samples runs one with weight 0
+            x, y = to_tensors(data, idx if len(idx) else batch[:1], device)
             if augment is not None:
                 x, y = augment_batch(augment, x, y)
-            loss, parts = loss_fn(x, y, idx)
+            loss, parts = loss_fn(x, y, idx if len(idx) else batch[:1])
             # one device-to-host copy for the loss and its parts
             numbers = torch.stack([loss.detach(), *parts.values()]).float().tolist()
             values = dict(zip(["train_loss", *(f"loss_{k}" for k in parts)], numbers, strict=True))
             if not math.isfinite(values["train_loss"]):
                 raise NonFiniteLossError(_non_finite_message(name, state.epoch + 1, values))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if world > 1:
+                (loss * (world * len(idx) / len(batch))).backward()
+                _average_gradients(params, world)
+            else:
+                loss.backward()
             optimizer.step()
             schedule.step()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
+        if world > 1:
+            sums, count = _sum_over_ranks(sums, count)
         trained = time.perf_counter()
         val = evaluate(model, data, val_idx)
         state.epoch += 1
@@ -212,6 +228,27 @@ def fit(
             on_epoch(state, checkpoint)
     model.load_state_dict(state.best_model)
     return state
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Average the gradients over the ``world`` ranks (all-reduce), as DDP does."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
+
+
+def _sum_over_ranks(sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+    """An epoch's loss sums and sample count added up over every rank."""
+    import torch.distributed as dist
+
+    total = torch.tensor([count, *sums.values()], dtype=torch.float64)
+    dist.all_reduce(total)
+    return dict(zip(sums, total[1:].tolist(), strict=True)), int(total[0])
 
 
 def _non_finite_message(name: str, epoch: int, values: dict[str, float]) -> str:

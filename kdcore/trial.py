@@ -23,6 +23,7 @@ from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters
 from kdcore.names import student_name, teacher_name
 from kdcore.progress import Log
+from kdcore.sharded import sharded_frozen_teacher, sharded_taps
 from kdcore.teacher import frozen_teacher, outputs_dir, teacher_dir, teacher_outputs, teacher_taps
 from kdcore.training import FitSettings, FitState, evaluate, fit, mean_loss, predict
 
@@ -83,6 +84,8 @@ def run_trial(
     resume: dict | None = None,
     log: Log | None = None,
     evaluate_test: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
     """Train one student (baseline or KD variant) and return its row of test metrics
     (``evaluate_test=False``, for tuning: only its validation Dice, best epoch and
@@ -94,6 +97,10 @@ def run_trial(
     config and data. ``log`` gets one line per epoch (``epoch_line``); the row's
     ``history`` holds every epoch's losses (the total and each term, unweighted),
     validation Dice and seconds, and ``cases`` the test counts of each patient.
+
+    With ``world > 1`` this is rank ``rank`` of a trial spanning ``world`` workers
+    (``kdcore.sharded.run_sharded_trial``): the student data-parallel, the teacher sharded
+    by ZeRO-3 across the workers.
     """
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -104,10 +111,15 @@ def run_trial(
     label, terms = parse_variant(variant)
     torch.manual_seed(seed)
     student = build_student(cfg.student.width).to(device)
-    teacher = None
+    teacher = taps_of = None
     if terms:
         weights = teachers[teacher_dir(cfg, data, splits).name]
-        teacher = frozen_teacher(cfg, weights, device)
+        if world > 1:
+            engine = sharded_frozen_teacher(cfg, weights, device)
+            teacher, taps_of = engine.module, lambda x: sharded_taps(engine, x)
+        else:
+            teacher = frozen_teacher(cfg, weights, device)
+            taps_of = lambda x: teacher_taps(teacher, x)  # noqa: E731
     objective = DistillationLoss(
         terms,
         cfg.kd.weights,
@@ -128,7 +140,7 @@ def run_trial(
             return compute(taps, y)
         if cached is not None:
             return compute(taps, y, cached(idx, device))
-        return compute(taps, y, teacher_taps(teacher, x))
+        return compute(taps, y, taps_of(x))
 
     def each_epoch(state: FitState, checkpoint: dict) -> None:
         if log is not None:
@@ -150,6 +162,8 @@ def run_trial(
         resume=resume,
         name=f"variant {label!r} seed {seed}",
         select=test_loss_selection(cfg, objective.seg, data, splits.test),
+        rank=rank,
+        world=world,
     )
     if not evaluate_test:
         return {

@@ -90,3 +90,13 @@ def test_a_job_with_a_two_worker_teacher_writes_its_table(tmp_path, local_ray):
     trials = pd.read_csv(paths[1])
     assert list(trials["variant"]) == ["baseline", "pmd"] and trials["dice"].notna().all()
     assert any("ZeRO-3 over 2 workers" in line for line in lines)
+
+
+def test_a_kd_trial_spans_two_workers_when_the_teacher_is_live(tmp_path, local_ray):
+    # no cache: each trial runs on 2 workers, the teacher sharded, the student data-parallel
+    cfg = make(tmp_path, "variants=[baseline,pmd]", "seeds=[0]", "kd.teacher_cache=false")
+    paths = kdcore.run_job(cfg, "two-worker trials", [].append)
+    trials = pd.read_csv(paths[1])
+    assert list(trials["variant"]) == ["baseline", "pmd"] and trials["dice"].notna().all()
+    history = pd.read_csv(paths[0].parent / "history" / "pmd-seed0.csv")
+    assert len(history) == cfg.student.fit.epochs and history["loss_pmd"].notna().all()

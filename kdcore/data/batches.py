@@ -28,6 +28,12 @@ def batches(
         yield np.sort(order[start:end])
 
 
+def rank_share(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of batch ``idx`` among ``world`` data-parallel
+    workers (shares differ in size by at most one)."""
+    return np.array_split(np.asarray(idx), world)[rank]
+
+
 def to_tensors(
     data: SliceData, idx: np.ndarray, device: torch.device | str = "cpu"
 ) -> tuple[Tensor, Tensor]:
