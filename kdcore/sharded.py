@@ -245,6 +245,20 @@ def _full_state_dict(engine, stage: int) -> dict[str, Tensor]:
         return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    import os
+
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _held_parameters(model: torch.nn.Module, stage: int) -> int:
     """Parameter elements this rank holds (its ZeRO-3 shards, else every parameter)."""
     if stage == 3:
@@ -275,7 +289,8 @@ def write_teacher_outputs_sharded(
     connect(cfg, log)
     config = {
         "cfg": as_dict(cfg),
-        "weights": ray.put(weights),
+        "weights": ray.put(weights),  # for rank 0; the others need only the buffers
+        "buffers": ray.put({k: weights[k] for k in buffer_names(cfg)}),
         "images": ray.put(np.asarray(data.images)),
         "batch_size": batch_size,
     }
@@ -306,24 +321,46 @@ def write_teacher_outputs_sharded(
     return report
 
 
-def sharded_frozen_teacher(cfg: DictConfig, weights: dict[str, Tensor], device: torch.device):
+def sharded_frozen_teacher(
+    cfg: DictConfig, weights: dict[str, Tensor] | None, device: torch.device
+) -> Any:
     """The frozen teacher as a DeepSpeed ZeRO-3 engine: built sharded (``zero.Init``),
-    loaded, frozen. Call the returned engine (not its module) on every rank at once."""
+    loaded one module at a time from rank 0's ``weights`` (other ranks may pass only the
+    buffers), frozen. Call the returned engine (not its module) on every rank at once."""
     import deepspeed
+    import torch.distributed as dist
 
     from kdcore.models import build_teacher
 
     ds_config = zero_config(3, 1, device.type == "cuda")
     with deepspeed.zero.Init(config_dict_or_path=ds_config):
         model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
-    # every rank loads the buffers (BatchNorm statistics are not sharded); the gathered
-    # parameters are written back from rank 0
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
-        model.load_state_dict(weights)
+    rank = dist.get_rank()
+    # one module's parameters gathered at a time, written by rank 0: no rank ever holds
+    # the whole teacher
+    for prefix, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        with deepspeed.zero.GatheredParameters(list(own.values()), modifier_rank=0):
+            if rank == 0:
+                for key, param in own.items():
+                    param.data.copy_(weights[f"{prefix}.{key}" if prefix else key])
+    for key, buffer in model.named_buffers():  # BatchNorm statistics: whole on every rank
+        buffer.copy_(weights[key])
     model.requires_grad_(False)
     engine, *_ = deepspeed.initialize(model=model.to(device), config=ds_config)
     engine.eval()  # (DeepSpeed's eval() returns None)
     return engine
+
+
+def buffer_names(cfg: DictConfig) -> list[str]:
+    """The teacher's buffers (BatchNorm statistics), found on the meta device (no memory)."""
+    from kdcore.models import build_teacher
+
+    with torch.device("meta"):
+        teacher = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+    return [name for name, _ in teacher.named_buffers()]
 
 
 def sharded_taps(engine, x: Tensor) -> dict[str, Tensor]:
@@ -404,7 +441,10 @@ def _outputs_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = get_device()
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
-    engine = sharded_frozen_teacher(cfg, ray.get(config["weights"]), device)
+    rss_start = _rss_bytes()
+    weights = ray.get(config["weights"] if rank == 0 else config["buffers"])
+    engine = sharded_frozen_teacher(cfg, weights, device)
+    del weights
     mine = rank_share(np.arange(len(images)), rank, world)
     size = config["batch_size"]
     # every rank runs the same number of forward passes (each gathers the shards
@@ -438,7 +478,9 @@ def _outputs_loop(config: dict) -> None:
             "held": held,
             "slices": len(mine),
             "seconds": seconds,
-            "peak_bytes": peak,
+            "cuda_peak_bytes": peak,
+            "rss_start_bytes": rss_start,
+            "rss_peak_bytes": _peak_rss_bytes(),
         }
         (Path(folder) / f"rank{rank}.json").write_text(json.dumps(info))
         ray.train.report(
