@@ -2,6 +2,7 @@
 `ray start` twice (a head and a second node, one CPU each), then `ray job submit` of the
 smoke grid with shared storage for trial checkpoints."""
 
+import json
 import os
 import signal
 import socket
@@ -103,6 +104,8 @@ def test_job_submit_runs_the_smoke_grid_on_both_nodes(two_node_cluster, tmp_path
         "--runtime-env-json",
         EXCLUDES,
         "--",
+        "env",
+        "KDBENCH_GIT_COMMIT=c0ffee1",
         "python",
         "bench/run.py",
         "profile=smoke",
@@ -130,6 +133,8 @@ def test_job_submit_runs_the_smoke_grid_on_both_nodes(two_node_cluster, tmp_path
     assert not {".git", ".venv", ".kdbench", "results"} & {p.name for p in uploads[0].iterdir()}
     tables = list((shared / "results").rglob("trials.csv"))
     assert len(tables) == 1
+    provenance = json.loads((tables[0].parent / "provenance.json").read_text())
+    assert provenance["commit"].startswith("c0ffee1")
     trials = pd.read_csv(tables[0])
     assert len(trials) == 4 and trials["dice"].notna().all()
     assert trials["node"].nunique() == 2  # trials ran on both nodes
