@@ -45,6 +45,8 @@ CONFIG = {
         ["variants=[baseline,bottleneck]", "student.fit.batch_size=1"],
         "batch_size must be at least 2",
     ),
+    "teacher on zero workers": (["teacher.workers=0"], "teacher.workers must be an integer >= 1"),
+    "ZeRO stage 4": (["teacher.zero_stage=4"], "teacher.zero_stage must be one of 0, 1, 2, 3"),
     "cuda without GPUs for the trials": (
         ["device=cuda", "ray.gpus_per_trial=0"],
         "ray.gpus_per_trial=0 gives the trials no GPU",
@@ -87,6 +89,10 @@ MACHINE = {
     "dashboard address as Ray address": (
         lambda _: ["ray.address=http://127.0.0.1:8265"],
         "is a dashboard / job-submission address",
+    ),
+    "more teacher workers than CPUs": (
+        lambda _: ["teacher.workers=64", "variants=[pmd]", "seeds=[0]"],
+        "teacher.workers=64 needs 64 CPUs",
     ),
 }
 if not torch.cuda.is_available():
