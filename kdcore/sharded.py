@@ -119,12 +119,21 @@ def train_teacher_sharded(
     from kdcore.grid import connect
 
     connect(cfg, log)
+    log(
+        f"teacher: training {name} on {len(splits.train)} slices for "
+        f"{cfg.teacher.fit.epochs} epochs on {cfg.teacher.workers} workers (DeepSpeed ZeRO "
+        f"stage {cfg.teacher.zero_stage})"
+    )
     config = {"cfg": as_dict(cfg), "data": ray.put(data), "splits": ray.put(splits)}
     run = f"teacher-{name}-{int(time.time())}"
     result = _fit_trainer(_trainer(_train_loop, config, cfg, run))
     with result.checkpoint.as_directory() as folder:
         weights = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
         summary = json.loads((Path(folder) / "summary.json").read_text())
+        summary["held"] = [
+            json.loads((Path(folder) / f"held-rank{r}.json").read_text())["held"]
+            for r in range(cfg.teacher.workers)
+        ]
     for h in summary["history"]:
         log(
             f"teacher epoch {h['epoch']}/{cfg.teacher.fit.epochs}: loss {h['train_loss']:.4f} "

@@ -79,6 +79,8 @@ def test_two_worker_training_follows_the_single_process_loss_curve(tmp_path, loc
     # on its half, so the curves agree closely but not exactly (measured: 0.08% at most)
     assert np.abs(two / one - 1).max() < 0.01
     assert run["best_epoch"] in range(1, 5) and 0 <= run["best_val"] <= 1
+    total = count_parameters(build_teacher(cfg.teacher.width, cfg.teacher.depth))
+    assert all(abs(h - total / 2) <= 0.01 * total for h in run["held"])  # ZeRO-3: half each
     teacher = build_teacher(cfg.teacher.width, cfg.teacher.depth)
     teacher.load_state_dict(weights)  # a consolidated plain state dict
 
