@@ -185,7 +185,8 @@ def git_commit(repo: Path | None = None) -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # results/ holds outputs (tables, the index), not code
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{commit} (with uncommitted changes)" if dirty else commit

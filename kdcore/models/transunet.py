@@ -150,7 +150,7 @@ class TransUNet(nn.Module):
         return {"enc": self.enc_channels, "bottleneck": self.hidden, "dec": self.stem[0][0].out_channels}
 
     def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
-        """x: (B, 3, H, W) -> (tokens (B, N, hidden), skips shallow first, enc tap)."""
+        """x: (B, 3, H, W) -> (patch tokens (B, N, hidden), skips shallow first, enc tap)."""
         skips = [self.stem(x)]
         skips.append(self.root(skips[0]))
         x = skips[1]
@@ -159,10 +159,12 @@ class TransUNet(nn.Module):
             if i < 2:
                 skips.append(x)
         tokens = self.embed(x).flatten(2).transpose(1, 2)  # (B, N, hidden)
-        return tokens + self.position, skips, skips[2]
+        return tokens, skips, skips[2]
 
     def transform(self, tokens: Tensor, side: int) -> Tensor:
-        """Tokens (B, N, hidden) with positions -> the transformer's map (B, hidden, s, s)."""
+        """Patch tokens (B, N, hidden), in raster order -> the transformer's map
+        (B, hidden, side, side). Each token's learned position embedding is added here."""
+        tokens = tokens + self.position
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens).transpose(1, 2).unflatten(2, (side, side))
