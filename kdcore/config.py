@@ -37,6 +37,7 @@ from kdcore.losses import (
 )
 from kdcore.losses.contrastive import HEADS
 from kdcore.losses.prediction_map import PMD_MODES
+from kdcore.models import TEACHER_ARCHS
 from kdcore.training import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("phantom", "msd_spleen")
@@ -182,6 +183,13 @@ RULES: dict[str, Rule] = {
     "teacher.seed": SEED,
     "teacher.seg_loss": one_of(*SEG_LOSSES),
     "teacher.recon_weight": NON_NEGATIVE,
+    "teacher.arch": one_of(*TEACHER_ARCHS),
+    "teacher.t2.width": integer(1),
+    "teacher.t2.blocks": list_of(integer(1), length=3),
+    "teacher.t2.hidden": integer(1),
+    "teacher.t2.layers": integer(1),
+    "teacher.t2.heads": integer(1),
+    "teacher.t2.mlp": integer(1),
     "teacher.workers": integer(1),
     "teacher.zero_stage": one_of(0, 1, 2, 3),
     "student.width": integer(1),
@@ -213,6 +221,23 @@ RULES: dict[str, Rule] = {
         for key, rule in FIT_RULES.items()
     },
 }
+
+
+def teacher_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The teacher's settings that shape what it learns: those of its architecture (for T1
+    the keys T1 always had, so its caches and table names did not change with T2), not
+    how many workers train it."""
+    settings = as_dict(cfg.teacher)
+    for key in ("workers", "zero_stage"):
+        settings.pop(key, None)
+    if settings.get("arch", "t1") == "t1":
+        settings.pop("arch", None)
+        settings.pop("t2", None)
+    else:
+        settings.pop("width", None)
+        settings.pop("depth", None)
+        settings["image_size"] = cfg.image_size  # T2's position embeddings
+    return settings
 
 
 def rule_for(key: str) -> Rule | None:
@@ -438,11 +463,22 @@ def _check_cross_keys(cfg: DictConfig) -> None:
             f"val_fraction + test_fraction must be below 1 to leave training data, got "
             f"{cfg.val_fraction} + {cfg.test_fraction}"
         )
-    if cfg.image_size % 2**cfg.teacher.depth:
+    if cfg.teacher.arch == "t1" and cfg.image_size % 2**cfg.teacher.depth:
         raise ConfigError(
             f"image_size {cfg.image_size} must be divisible by 2**teacher.depth "
             f"= {2**cfg.teacher.depth}"
         )
+    if cfg.teacher.arch == "t2":
+        if cfg.image_size % 16:
+            raise ConfigError(
+                f"teacher.arch=t2 needs image_size divisible by 16 (one token per 1/16 "
+                f"pixel), got {cfg.image_size}"
+            )
+        if cfg.teacher.t2.hidden % cfg.teacher.t2.heads:
+            raise ConfigError(
+                f"teacher.t2.hidden ({cfg.teacher.t2.hidden}) must be divisible by "
+                f"teacher.t2.heads ({cfg.teacher.t2.heads})"
+            )
     if cfg.kd.teacher_cache and cfg.student.fit.augment:
         raise ConfigError(
             "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from kdcore.config import as_dict, stable_hash, varied_keys
+from kdcore.config import as_dict, stable_hash, teacher_settings, varied_keys
 
 # Settings that change how fast or where a job runs, not its results (the teacher's
 # workers change float reduction order, as kd.compile does, not the maths).
@@ -31,9 +31,16 @@ OPERATIONAL = (
 )
 
 
+T2_PAPER = {"width": 16, "blocks": [3, 4, 9], "hidden": 768, "layers": 12, "heads": 12}
+
+
 def teacher_name(cfg: DictConfig) -> str:
-    """'T1' at the thesis's size, else e.g. 'T1(w16,d4)'."""
+    """'T1' / 'T2' at the thesis's sizes, else e.g. 'T1(w16,d4)' or 'T2(w4,h128,L4)'."""
     t = cfg.teacher
+    if t.arch == "t2":
+        t2 = t.t2
+        paper = all(as_dict(t2)[k] == v for k, v in T2_PAPER.items())
+        return "T2" if paper else f"T2(w{t2.width},h{t2.hidden},L{t2.layers})"
     return "T1" if (t.width, t.depth) == (64, 4) else f"T1(w{t.width},d{t.depth})"
 
 
@@ -110,7 +117,7 @@ def _protocol_departures(cfg: DictConfig) -> str:
 
 def results_hash(cfg: DictConfig) -> str:
     """Hash of every setting that changes results (all but ``OPERATIONAL``)."""
-    settings = as_dict(cfg)
+    settings = {**as_dict(cfg), "teacher": teacher_settings(cfg)}
     for key in OPERATIONAL:
         section, _, leaf = key.rpartition(".")
         (settings.get(section, {}) if section else settings).pop(leaf, None)
@@ -128,7 +135,9 @@ def table_settings(cfg: DictConfig) -> dict[str, str | float]:
     return {
         "profile": cfg.profile_name,
         "data": cfg.data.name,
-        "teacher": unless_axis({"teacher.width", "teacher.depth"}, teacher_name(cfg)),
+        "teacher": "axis"
+        if any(k.startswith("teacher.") and k not in OPERATIONAL for k in axes)
+        else teacher_name(cfg),
         "student": unless_axis({"student.width"}, student_name(cfg)),
         "fraction": unless_axis({"data_fraction"}, cfg.data_fraction),
         "split": unless_axis({"split"}, cfg.split),

@@ -153,7 +153,7 @@ def _train_loop(config: dict) -> None:
     from ray.train.torch import get_device
 
     from kdcore.losses import MultiTaskLoss
-    from kdcore.models import build_teacher
+    from kdcore.teacher import teacher_network
     from kdcore.training import FitSettings, _non_finite_message, build_optimizer, evaluate
 
     cfg = OmegaConf.create(config["cfg"])
@@ -169,7 +169,7 @@ def _train_loop(config: dict) -> None:
 
     torch.manual_seed(cfg.teacher.seed)  # every rank builds the same initial teacher
     with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=stage == 3):
-        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+        model = teacher_network(cfg)
     model = model.to(device)
     optimizer = build_optimizer(list(model.parameters()), settings)
     steps = settings.epochs * sum(1 for _ in batches(splits.train, settings.batch_size, None))
@@ -221,7 +221,7 @@ def _train_loop(config: dict) -> None:
         h["train_s"] = time.perf_counter() - start
         weights = _full_state_dict(engine, stage)  # collective: every rank takes part
         if rank == 0:
-            plain = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+            plain = teacher_network(cfg)
             plain.load_state_dict(weights)
             h["val_dice"] = evaluate(plain.to(device), data, splits.val)["dice"]
             if h["val_dice"] > best["val"]:
@@ -339,11 +339,11 @@ def sharded_frozen_teacher(
     import deepspeed
     import torch.distributed as dist
 
-    from kdcore.models import build_teacher
+    from kdcore.teacher import teacher_network
 
     ds_config = zero_config(3, 1, device.type == "cuda")
     with deepspeed.zero.Init(config_dict_or_path=ds_config):
-        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+        model = teacher_network(cfg)
     rank = dist.get_rank()
     # one module's parameters gathered at a time, written by rank 0: no rank ever holds
     # the whole teacher
@@ -365,10 +365,10 @@ def sharded_frozen_teacher(
 
 def buffer_names(cfg: DictConfig) -> list[str]:
     """The teacher's buffers (BatchNorm statistics), found on the meta device (no memory)."""
-    from kdcore.models import build_teacher
+    from kdcore.teacher import teacher_network
 
     with torch.device("meta"):
-        teacher = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+        teacher = teacher_network(cfg)
     return [name for name, _ in teacher.named_buffers()]
 
 

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
+from torch import Tensor, nn
 
-from kdcore.config import as_dict, resolve_device, stable_hash
+from kdcore.config import as_dict, resolve_device, stable_hash, teacher_settings
 from kdcore.data.batches import batches, to_tensors
 from kdcore.data.slices import SliceData
 from kdcore.data.splits import Splits
 from kdcore.io import atomic_dir, atomic_path, write_text_atomic
 from kdcore.losses import MultiTaskLoss
-from kdcore.models import UNet, build_teacher, count_parameters
+from kdcore.models import TransUNet, build_teacher, count_parameters
 from kdcore.names import teacher_name
 from kdcore.progress import Log, Progress
 from kdcore.sharded import train_teacher_sharded, write_teacher_outputs_sharded
@@ -52,6 +52,18 @@ class Teacher:
         return load_weights(self.path)
 
 
+def teacher_network(cfg: DictConfig) -> nn.Module:
+    """A new (untrained) teacher of ``teacher.arch``: T1, the multi-task U-Net of
+    ``teacher.width`` and ``teacher.depth``, or T2, the multi-task TransUNet of
+    ``teacher.t2`` for ``image_size`` inputs."""
+    if cfg.teacher.arch == "t2":
+        t2 = cfg.teacher.t2
+        return TransUNet(
+            t2.width, tuple(t2.blocks), t2.hidden, t2.layers, t2.heads, t2.mlp, cfg.image_size
+        )
+    return build_teacher(cfg.teacher.width, cfg.teacher.depth)
+
+
 def load_weights(path: Path) -> dict[str, Tensor]:
     """A teacher's state dict (``weights_only=True``: nothing in the file is executed)."""
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -59,11 +71,9 @@ def load_weights(path: Path) -> dict[str, Tensor]:
 
 def teacher_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     """Cache folder of the teacher, keyed by its config, the data and the training split."""
-    # how many workers train it is operational (see kdcore.names.OPERATIONAL)
-    teacher = {k: v for k, v in as_dict(cfg.teacher).items() if k not in ("workers", "zero_stage")}
     key = stable_hash(
         {
-            "teacher": teacher,
+            "teacher": teacher_settings(cfg),
             "data": data.key,
             "train": splits.train.tolist(),
             "val": splits.val.tolist(),
@@ -87,7 +97,7 @@ def load_or_train_teacher(
     start = time.perf_counter()
     if cfg.teacher.workers > 1:
         weights, run = train_teacher_sharded(cfg, data, splits, name, log)
-        model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+        model = teacher_network(cfg)
         model.load_state_dict(weights)
         model = model.to(resolve_device(cfg.device))
         best_epoch, best_val = run["best_epoch"], run["best_val"]
@@ -113,11 +123,11 @@ def load_or_train_teacher(
 
 def _train_teacher(
     cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
-) -> tuple[UNet, FitState]:
+) -> tuple[nn.Module, FitState]:
     """Train the teacher in this process; return it at its chosen epoch and the fit state."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.teacher.seed)
-    model = build_teacher(cfg.teacher.width, cfg.teacher.depth).to(device)
+    model = teacher_network(cfg).to(device)
     objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
     settings = FitSettings(**as_dict(cfg.teacher.fit))
     log(
@@ -148,21 +158,21 @@ def _train_teacher(
     return model, state
 
 
-def freeze(teacher: UNet) -> UNet:
+def freeze(teacher: nn.Module) -> nn.Module:
     """Eval mode, no parameter gradients, channels_last weights (faster convolutions on
     CPU and CUDA alike: 2.7 s -> 2.2 s for T1 at 256x256, batch 4, on a 2-core CPU)."""
     teacher.requires_grad_(False)
     return teacher.eval().to(memory_format=torch.channels_last)
 
 
-def frozen_teacher(cfg: DictConfig, weights: dict[str, Tensor], device: torch.device) -> UNet:
+def frozen_teacher(cfg: DictConfig, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
     """The teacher built from its config and weights, frozen (``freeze``) on ``device``."""
-    model = build_teacher(cfg.teacher.width, cfg.teacher.depth)
+    model = teacher_network(cfg)
     model.load_state_dict(weights)
     return freeze(model.to(device))
 
 
-def teacher_taps(teacher: UNet, x: Tensor) -> dict[str, Tensor]:
+def teacher_taps(teacher: nn.Module, x: Tensor) -> dict[str, Tensor]:
     """The frozen teacher's taps for ``x`` (B, 3, H, W), as contiguous float32 tensors.
 
     Runs under ``torch.inference_mode`` without the reconstruction decoder, on a
@@ -186,7 +196,7 @@ def teacher_taps(teacher: UNet, x: Tensor) -> dict[str, Tensor]:
 
 
 def write_teacher_outputs(
-    teacher: UNet, data: SliceData, folder: Path, batch_size: int = 32
+    teacher: nn.Module, data: SliceData, folder: Path, batch_size: int = 32
 ) -> None:
     """Run ``teacher`` once over every slice of ``data`` and store its taps in ``folder``."""
     device = model_device(teacher)
@@ -236,7 +246,7 @@ def outputs_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     return teacher_dir(cfg, data, splits) / "outputs"
 
 
-def teacher_outputs(teacher: UNet, data: SliceData, folder: Path) -> TeacherOutputs:
+def teacher_outputs(teacher: nn.Module, data: SliceData, folder: Path) -> TeacherOutputs:
     """The cache in ``folder``, written first if it does not exist yet."""
     if not (folder / "meta.json").is_file():
         write_teacher_outputs(teacher, data, folder)

@@ -106,3 +106,14 @@ def test_a_relative_work_dir_is_shared_by_every_trial(tmp_path, local_ray, monke
     paths = kdcore.run_job(cfg, "relative", print)
     assert paths[0].is_file() and len(list((tmp_path / "w" / "data").iterdir())) == 1
     assert "work_dir: w\n" in paths[0].read_text()  # the config as given
+
+
+def test_a_t2_teacher_trains_caches_its_taps_and_distils(tmp_path, local_ray):
+    lines = []
+    cfg = make(tmp_path, "teacher.arch=t2", "kd.teacher_cache=true")
+    paths = kdcore.run_job(cfg, "t2", lines.append)
+    assert any("teacher: training T2(w2,h32,L2)" in line for line in lines)
+    assert any("teacher outputs: caching" in line for line in lines)
+    trials = pd.read_csv(paths[1])
+    assert list(trials["variant"]) == ["baseline", "pmd"] and trials["dice"].notna().all()
+    assert "Teacher: T2(w2,h32,L2)" in paths[0].read_text()

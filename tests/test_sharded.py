@@ -13,7 +13,13 @@ from kdcore.config import absolute_paths
 from kdcore.data.prepare import prepare_data
 from kdcore.models import build_teacher, count_parameters
 from kdcore.sharded import rank_share, train_teacher_sharded, write_teacher_outputs_sharded
-from kdcore.teacher import TeacherOutputs, _train_teacher, freeze, write_teacher_outputs
+from kdcore.teacher import (
+    TeacherOutputs,
+    _train_teacher,
+    freeze,
+    teacher_network,
+    write_teacher_outputs,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -48,12 +54,13 @@ def test_rank_shares_cover_every_index_once():
     assert np.array_equal(np.concatenate(shares), idx)
 
 
-def test_sharded_output_cache_equals_the_single_process_cache(tmp_path, local_ray):
-    cfg = make(tmp_path)
+@pytest.mark.parametrize("arch", ["t1", "t2"])
+def test_sharded_output_cache_equals_the_single_process_cache(tmp_path, local_ray, arch):
+    cfg = make(tmp_path, f"teacher.arch={arch}")
     data, _ = prepare_data(cfg, print)
     torch.manual_seed(0)
-    weights = build_teacher(cfg.teacher.width, cfg.teacher.depth).state_dict()
-    single = freeze(build_teacher(cfg.teacher.width, cfg.teacher.depth))
+    weights = teacher_network(cfg).state_dict()
+    single = freeze(teacher_network(cfg))
     single.load_state_dict(weights)
     write_teacher_outputs(single, data, tmp_path / "one")
     run = write_teacher_outputs_sharded(cfg, weights, data, tmp_path / "two", print)

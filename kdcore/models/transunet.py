@@ -58,7 +58,10 @@ class Bottleneck(nn.Module):
 def resnet_stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
     """``blocks`` bottleneck blocks, the first with ``stride``."""
     return nn.Sequential(
-        *(Bottleneck(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1) for i in range(blocks))
+        *(
+            Bottleneck(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1)
+            for i in range(blocks)
+        )
     )
 
 
@@ -147,7 +150,11 @@ class TransUNet(nn.Module):
     @property
     def tap_channels(self) -> dict[str, int]:
         """Channels of each feature tap."""
-        return {"enc": self.enc_channels, "bottleneck": self.hidden, "dec": self.stem[0][0].out_channels}
+        return {
+            "enc": self.enc_channels,
+            "bottleneck": self.hidden,
+            "dec": self.stem[0][0].out_channels,
+        }
 
     def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
         """x: (B, 3, H, W) -> (patch tokens (B, N, hidden), skips shallow first, enc tap)."""

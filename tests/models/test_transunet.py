@@ -6,6 +6,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from kdcore.config import absolute_paths
+from kdcore.data.batches import to_tensors
+from kdcore.data.prepare import prepare_data
 from kdcore.models import count_parameters
 from kdcore.models.transunet import PATCH_STRIDE, TransUNet
 from kdcore.teacher import teacher_network
@@ -70,21 +73,31 @@ def test_permuting_tokens_changes_the_map_beyond_the_permutation():
     assert permutation_gap(t2) < 1e-5
 
 
-def test_attention_is_not_uniform_after_a_few_steps():
+def non_uniformity(t2: TransUNet, x: torch.Tensor) -> float:
+    """1 - (mean attention entropy / log N): 0 for uniform attention over the N tokens."""
+    with torch.no_grad():
+        tokens, _, _ = t2.encode(x)
+        w = t2.blocks[0].attention_weights(tokens + t2.position)
+    entropy = -(w * w.clamp_min(1e-12).log()).sum(-1).mean()
+    return float(1 - entropy / np.log(w.shape[-1]))
+
+
+def test_attention_is_not_uniform_after_a_few_steps_on_the_phantom(tmp_path):
+    cfg, _ = profile_teacher("smoke", "image_size=64", f"work_dir={tmp_path}")
+    data, splits = prepare_data(absolute_paths(cfg), lambda _: None)
+    x, y = to_tensors(data, splits.train[:8])
     t2 = small_t2(64)
     opt = torch.optim.AdamW(t2.parameters(), 3e-3)
-    x = torch.rand(4, 3, 64, 64)
-    y = (x[:, :1] > 0.5).float()
     for _ in range(5):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(t2(x, False)["logits"], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        tokens, _, _ = t2.encode(x)
-        weights = t2.blocks[0].attention_weights(tokens + t2.position)
-    uniform = 1.0 / tokens.shape[1]
-    assert (weights - uniform).abs().max() > 0.05
+    assert non_uniformity(t2, x) > 0.01
+    with torch.no_grad():  # control: queries and keys of zero attend uniformly
+        t2.blocks[0].qkv.weight.zero_()
+        t2.blocks[0].qkv.bias.zero_()
+    assert non_uniformity(t2, x) < 1e-4
 
 
 def test_the_transformer_blocks_compile_without_graph_breaks():
