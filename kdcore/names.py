@@ -35,7 +35,7 @@ T2_PAPER = {"width": 16, "blocks": [3, 4, 9], "hidden": 768, "layers": 12, "head
 
 
 def teacher_name(cfg: DictConfig) -> str:
-    """'T1' / 'T2' at the thesis's sizes, else e.g. 'T1(w16,d4)' or 'T2(w4,h128,L4)'."""
+    """'T1' / 'T2' at the thesis's sizes, else e.g. 'T1(w16,d4)' or 'T2(w8,h128,L4)'."""
     t = cfg.teacher
     if t.arch == "t2":
         t2 = t.t2
