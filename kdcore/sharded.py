@@ -154,7 +154,13 @@ def _train_loop(config: dict) -> None:
 
     from kdcore.losses import MultiTaskLoss
     from kdcore.teacher import teacher_network
-    from kdcore.training import FitSettings, _non_finite_message, build_optimizer, evaluate
+    from kdcore.training import (
+        FitSettings,
+        _non_finite_message,
+        build_optimizer,
+        build_schedule,
+        evaluate,
+    )
 
     cfg = OmegaConf.create(config["cfg"])
     data: SliceData = ray.get(config["data"])
@@ -172,12 +178,7 @@ def _train_loop(config: dict) -> None:
         model = teacher_network(cfg)
     model = model.to(device)
     optimizer = build_optimizer(list(model.parameters()), settings)
-    steps = settings.epochs * sum(1 for _ in batches(splits.train, settings.batch_size, None))
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-        if settings.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    schedule = build_schedule(optimizer, settings, splits.train)
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=schedule, config=ds_config
     )

@@ -56,6 +56,17 @@ def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.O
     return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
 
+def build_schedule(
+    optimizer: torch.optim.Optimizer, s: FitSettings, train_idx: np.ndarray
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of the settings, stepped once per batch of ``train_idx``:
+    cosine to zero over all epochs, or constant."""
+    if s.schedule == "cosine":
+        steps = s.epochs * sum(1 for _ in batches(train_idx, s.batch_size, None))
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's parameters."""
     return next(model.parameters()).device
@@ -153,12 +164,7 @@ def fit(
     if extra_modules is not None:
         params += list(extra_modules.parameters())
     optimizer = build_optimizer(params, settings)
-    steps = settings.epochs * sum(1 for _ in batches(train_idx, settings.batch_size, None))
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-        if settings.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    schedule = build_schedule(optimizer, settings, train_idx)
     state = FitState()
     if resume is not None:
         model.load_state_dict(resume["model"])
