@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from torch import nn
 from torch._dynamo.utils import counters
 
 from kdcore.losses import MTMS_TERMS, THESIS_WEIGHTS, CompiledLoss, DistillationLoss
@@ -45,7 +46,14 @@ def check_agreement(terms, device="cpu", bf16=False, rtol=1e-5):
     twin = copy.deepcopy(eager)
     x, y, t = batch(4)
     e_total, e_parts, e_grads = loss_and_grads(eager, eager, x, y, t, device, bf16)
-    c_total, c_parts, c_grads = loss_and_grads(twin, CompiledLoss(twin), x, y, t, device, bf16)
+    compiled = CompiledLoss(twin)  # resets Dynamo, and with it its counters of graphs
+    counters.clear()
+    c_total, c_parts, c_grads = loss_and_grads(twin, compiled, x, y, t, device, bf16)
+    # the comparison means something only if the compiled path ran (it compiles here: CPU
+    # with gcc, or CUDA with Triton) and Dynamo made graphs rather than skipping the frames
+    assert compiled.last_call_compiled, compiled.fallback_reason
+    assert (compiled.compiled_calls, compiled.eager_calls) == (1, 0)
+    assert counters["stats"]["unique_graphs"] >= 1
     assert torch.allclose(c_total, e_total, rtol=rtol, atol=1e-7)
     for k in e_parts:
         assert torch.allclose(c_parts[k], e_parts[k], rtol=rtol, atol=1e-7), k
@@ -97,6 +105,7 @@ def test_one_compile_per_shape_and_no_recompile_in_later_epochs():
     assert run(epoch) == 2 * per_shape  # one compilation for the short last batch
     assert run(epoch) == run(epoch) == 2 * per_shape  # later epochs: no recompiles
     assert not compiled.eager
+    assert (compiled.compiled_calls, compiled.eager_calls) == (10, 0)
 
 
 def test_later_objectives_still_compile_after_many_others():
@@ -108,20 +117,61 @@ def test_later_objectives_still_compile_after_many_others():
             before = counters["stats"]["unique_graphs"]
             objective = DistillationLoss(("pmd",), THESIS_WEIGHTS)
             x, y, t = batch(size)
-            CompiledLoss(objective)(STUDENT(x), y, t)[0].backward()
+            compiled = CompiledLoss(objective)
+            compiled(STUDENT(x), y, t)[0].backward()
+            assert compiled.last_call_compiled, (size, compiled.fallback_reason)
             assert counters["stats"]["unique_graphs"] > before, size
 
 
-def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
+def test_compile_failure_falls_back_to_eager_with_one_warning(caplog):
     objective = DistillationLoss(("pmd",), THESIS_WEIGHTS)
     compiled = CompiledLoss(objective)
+    assert not compiled.eager and compiled.fallback_reason is None
 
     def broken(*_):
         raise RuntimeError("no C++ compiler")
 
     compiled.compiled = broken
     x, y, t = batch(2)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="kdcore.losses.compiled"):
         total, _ = compiled(STUDENT(x), y, t)
-    assert compiled.eager and "no C++ compiler" in caplog.text
+        compiled(STUDENT(x), y, t)
+    assert compiled.eager and not compiled.last_call_compiled
+    assert compiled.fallback_reason == "RuntimeError: no C++ compiler"
+    assert (compiled.compiled_calls, compiled.eager_calls) == (0, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "torch.compile failed, running the loss eagerly: RuntimeError: no C++ compiler"
+    ]
     assert torch.allclose(total, objective(STUDENT(x), y, t)[0])
+
+
+def test_agreement_check_fails_when_the_compiled_path_did_not_run(monkeypatch):
+    def no_compiler(module, **_):
+        def broken(*_, **__):
+            raise RuntimeError("no C++ compiler")
+
+        return broken
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.raises(AssertionError, match="no C\\+\\+ compiler"):
+        check_agreement(("pmd",))
+
+
+class Doubled(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def test_hitting_the_recompile_limit_is_a_logged_fallback_not_a_silent_eager(caplog):
+    # without the fallback Dynamo would run the new shape eagerly and say nothing
+    compiled = CompiledLoss(Doubled())
+    with torch._dynamo.config.patch(recompile_limit=1):
+        compiled(torch.ones(2))
+        assert compiled.last_call_compiled
+        with caplog.at_level(logging.WARNING, logger="kdcore.losses.compiled"):
+            out = compiled(torch.ones(3))
+    assert torch.equal(out, torch.full((3,), 2.0))
+    assert compiled.eager and not compiled.last_call_compiled
+    assert compiled.fallback_reason.startswith("FailOnRecompileLimitHit")
+    assert (compiled.compiled_calls, compiled.eager_calls) == (1, 1)
+    assert "FailOnRecompileLimitHit" in caplog.text
