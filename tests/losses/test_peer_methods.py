@@ -1,5 +1,7 @@
 """Each peer distillation method has a property it must have."""
 
+import math
+
 import pytest
 import torch
 
@@ -57,6 +59,21 @@ def test_channel_wise_kl_is_shift_invariant_per_channel_and_zero_at_agreement():
     loss = ChannelWiseLoss(teacher_channels=3, student_channels=2)
     loss(torch.randn(2, 2, 5, 5), x).backward()
     assert loss.align.weight.grad.abs().sum() > 0
+
+
+def test_channel_wise_kl_is_kl_of_teacher_p_from_student_q_times_t_squared():
+    # Shu et al. 2021: KL(P || Q) with P the teacher's per-channel distribution over
+    # positions and Q the student's. Channel 0: P = (1/2, 1/2), Q = (4/5, 1/5) at T = 2,
+    # where the two directions differ; channel 1 agrees (KL 0).
+    temp = 2.0
+    teacher = torch.tensor([[[[0.0, 0.0]], [[1.0, 3.0]]]])  # (B=1, C=2, H=1, W=2)
+    student = torch.tensor([[[[temp * math.log(4), 0.0]], [[1.0, 3.0]]]])
+    p, q = (0.5, 0.5), (0.8, 0.2)
+    kl_pq = sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))  # 0.2231
+    kl_qp = sum(b * math.log(b / a) for a, b in zip(p, q, strict=True))  # 0.1927
+    value = float(channel_wise_kl(student, teacher, temp))
+    assert value == pytest.approx(kl_pq / 2 * temp**2, rel=1e-6)  # mean over 2 channels
+    assert value != pytest.approx(kl_qp / 2 * temp**2, rel=1e-2)
 
 
 def test_region_affinity_uses_the_mask_and_skips_samples_with_one_region():
