@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import torch
 
 from kdcore.io import write_text_atomic
-from kdcore.report import git_commit
+from kdcore.provenance import git_commit
 
 OUT = REPO / "results" / "bench"
 

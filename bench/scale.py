@@ -40,7 +40,7 @@ from kdcore.grid import run_grid  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
 from kdcore.job import prepare_teachers  # noqa: E402
 from kdcore.models import build_teacher, count_parameters  # noqa: E402
-from kdcore.report import git_commit, utc_now  # noqa: E402
+from kdcore.provenance import git_commit, utc_now  # noqa: E402
 from kdcore.sharded import write_teacher_outputs_sharded  # noqa: E402
 
 OUT = REPO / "results" / "bench"

@@ -23,20 +23,14 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.config import (  # noqa: E402
-    as_dict,
-    axis_cells,
-    cell_config,
-    cell_labels,
-    stable_hash,
-    with_settings,
-)
+from kdcore.axes import axis_cells, cell_config, cell_labels  # noqa: E402
 from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
-from kdcore.report import TRIAL_COLUMNS  # noqa: E402
-from kdcore.sharded import run_sharded_trial, sharded_trials  # noqa: E402
-from kdcore.trial import run_trial  # noqa: E402
+from kdcore.rows import TRIAL_COLUMNS  # noqa: E402
+from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root  # noqa: E402
+from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
+from kdcore.trial import run_trial, run_trial_on_workers  # noqa: E402
 from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
 
@@ -135,7 +129,7 @@ def _trainable(
 
     try:
         if sharded_trials(cfg):  # the trial's own workers: no per-epoch reports or resume
-            row = run_sharded_trial(cfg, config["variant"], config["seed"], teachers)
+            row = run_trial_on_workers(cfg, config["variant"], config["seed"], teachers)
             if sample:
                 row = {"val_dice": row["val_dice"]}
         else:
@@ -166,59 +160,6 @@ def _trainable(
             "finished": True,
         }
     )
-
-
-def connect(cfg: DictConfig, log: Log = print) -> None:
-    """Join the cluster named by ray.address / RAY_ADDRESS, or start a fresh local Ray.
-
-    A fresh local Ray (``address="local"``) ignores a stale ``ray_current_cluster`` file
-    left by an uncleanly stopped ``ray start``.
-    """
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
-        log(f"ray: connecting to {address}")
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            object_store_memory=256 * 1024**2,  # trials share files, not objects
-            configure_logging=False,
-        )
-    have = ray.cluster_resources()
-    log(f"ray: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs")
-    if cfg.ray.gpus_per_trial > have.get("GPU", 0):
-        raise ConfigError(
-            f"ray.gpus_per_trial={cfg.ray.gpus_per_trial} but the Ray cluster has "
-            f"{have.get('GPU', 0):g} GPUs: set ray.gpus_per_trial=0 to train on CPU"
-        )
-    if cfg.ray.cpus_per_trial > have.get("CPU", 0):
-        raise ConfigError(
-            f"ray.cpus_per_trial={cfg.ray.cpus_per_trial} but the Ray cluster has "
-            f"{have.get('CPU', 0):g} CPUs"
-        )
-
-
-def storage_root(cfg: DictConfig) -> str:
-    """Where Ray keeps runs and trial checkpoints: ``ray.storage`` (a path every node
-    shares, or a URI such as s3://bucket/kd), else ``<work_dir>/ray`` (one machine)."""
-    if cfg.ray.storage:
-        if "://" in cfg.ray.storage:
-            return cfg.ray.storage.rstrip("/")
-        return str(Path(cfg.ray.storage).absolute())
-    return str(Path(cfg.work_dir).absolute() / "ray")
-
-
-def parallel_slots(cfg: DictConfig) -> int:
-    """How many trials the connected Ray cluster runs at once."""
-    have = ray.cluster_resources()
-    workers = cfg.teacher.workers if sharded_trials(cfg) else 1  # a trial's workers
-    slots = int(have.get("CPU", 0) // (cfg.ray.cpus_per_trial * workers))
-    if cfg.ray.gpus_per_trial:
-        slots = min(slots, int(have.get("GPU", 0) // (cfg.ray.gpus_per_trial * workers)))
-    return max(1, min(slots, cfg.ray.max_concurrent_trials or slots))
 
 
 def _last_line(error: BaseException) -> str:

@@ -13,19 +13,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from kdcore.config import (
-    absolute_paths,
-    as_dict,
-    axis_cells,
-    cell_config,
-    cell_labels,
-    check_config,
-    grid_axes,
-    resolve_device,
-)
+from kdcore.axes import axis_cells, cell_config, cell_labels, grid_axes
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
-from kdcore.grid import parallel_slots, run_grid, run_tuning
+from kdcore.gate import check_config
+from kdcore.grid import run_grid, run_tuning
 from kdcore.io import replaced_dir
 from kdcore.losses import parse_variant
 from kdcore.names import (
@@ -37,17 +29,13 @@ from kdcore.names import (
 )
 from kdcore.plots import figures_for, plot_examples
 from kdcore.progress import Log, duration
-from kdcore.report import (
-    git_commit,
-    history_name,
-    render_report,
-    summarize,
-    summary_markdown,
-    time_line,
-    utc_now,
-    write_index,
-    write_table,
-)
+from kdcore.runtime import parallel_slots
+from kdcore.provenance import git_commit, utc_now
+from kdcore.report import render_report, time_line
+from kdcore.rows import history_name
+from kdcore.settings import absolute_paths, as_dict, resolve_device
+from kdcore.summary import summarize, summary_markdown
+from kdcore.table_folder import write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
     load_or_train_teacher,

@@ -3,7 +3,7 @@ size, the decomposition of a KD-minus-baseline difference, and example segmentat
 
 Each ``plot_*`` function writes one PNG (120 dpi, about 1000 px wide, so it stays readable
 scaled to 800 px) into ``folder`` and returns its path; ``figures_for`` writes the ones
-that fit a table's axes. Inputs are the frames of ``kdcore.report``: a summary from
+that fit a table's axes. Inputs are the frames of ``kdcore.summary``: a summary from
 ``summarize`` (one row per axis values and variant) and the per-trial rows.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never
@@ -31,7 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from kdcore.io import atomic_path
-from kdcore.report import METRICS
+from kdcore.rows import METRICS
 
 DPI = 120
 WIDTH_IN = 8.5  # inches: about 1000 px at DPI
@@ -41,7 +41,7 @@ BASELINE_COLOR = "0.25"
 GAIN_COLOR = "#1a9850"
 LOSS_COLOR = "#d73027"
 NOISE_COLOR = "0.35"
-# Columns of a summary that are not axes (see kdcore.report.summarize).
+# Columns of a summary that are not axes (see kdcore.summary.summarize).
 SUMMARY_COLUMNS = frozenset(
     {"variant", "seeds", "wall_s", "delta", "delta_low", "delta_high", "wins", "p", "p_holm"}
     | {"boot_low", "boot_high", "verdict"}

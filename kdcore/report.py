@@ -1,213 +1,164 @@
-"""Comparison tables of a grid, and the index of every table under ``results_dir``.
+"""The Markdown report of a table (``table.md``): the setup as each grid cell had it, the
+statistics used, the summary table (``kdcore.summary``) with the thesis's own rows marked
+beside their published numbers, the figures, the published numbers, the time a trial
+took, and provenance.
 
-A table is a folder (named by ``kdcore.names.table_dir``) holding
-- ``table.md``: setup, mean ± std per variant, change against the baseline, provenance;
-- ``trials.csv``: one row per trial (its axis values, then ``TRIAL_COLUMNS``);
-- ``cases.csv``: each trial's TP / FP / FN per test patient (for the bootstrap);
-- ``history/<variant>-seed<k>.csv``: each trial's per-epoch losses (total and per term),
-  validation Dice and seconds;
-- ``provenance.json``: its settings, command, commit and date, read back by the index;
-- figures (``kdcore.plots``), embedded in ``table.md``.
-
-This module owns the trial schema and needs only pandas (no torch).
+What differs between the cells of a grid (the split, so the test set and what the
+teacher and students were trained on) is stated per cell, from the trial data: each
+trial's ``split`` and each cell's test patients in ``cases``. Needs pandas only (no torch).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import subprocess
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kdcore.io import write_text_atomic
-from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
+from kdcore.summary import in_cell, summary_markdown
 
-METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
-# One row per trial, in this column order (``kdcore.trial.run_trial`` makes them).
-TRIAL_COLUMNS = (
-    "variant",
-    "seed",
-    "teacher",
-    "student",
-    "params",
-    "data_fraction",
-    "split",
-    "dice",
-    "iou",
-    "recall",
-    "precision",
-    "dice_3d",
-    "tp",
-    "fp",
-    "fn",
-    "val_dice",
-    "best_epoch",
-    "objective",
-    "wall_s",  # the trial's own time: data_s + models + fit_s + test
-    "data_s",
-    "fit_s",  # training and validation epochs (each epoch's split: history/)
-    "checkpoint_s",  # saving and reporting resumable checkpoints
-    "trial_s",  # the trial's time as Ray Tune measured it
-    "node",  # the Ray node it ran on (its id's first 8 characters)
-)
-INDEX_NAME = "index.md"
+SPLIT_TEXT = {
+    "patient": "patient split (no patient in two of train, validation and test)",
+    "slice": "SLICE split (leaky, as the thesis: a patient's slices in both train and test)",
+}
+# How kdcore.names.dataset_label words the split, removed when the split varies by cell.
+_DATASET_SPLIT = re.compile(r", (?:patient|SLICE|slice) split(?: \([^)]*\))?")
+_KD_ROW = re.compile(r"KD\((T\d+),(S\d+)\)")
+_STUDENT_ROW = re.compile(r"(S\d+)\b")
+_TEACHER_FAMILY = re.compile(r"T\d+")
 
 
-def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -> pd.DataFrame:
-    """One row per (axis values..., variant), grid order kept, with:
+def cells_of(trials: pd.DataFrame, axes: Sequence[str]) -> list[dict[str, Any]]:
+    """The grid's cells (axis values) in table order; one empty cell without axes."""
+    if not axes:
+        return [{}]
+    return trials.drop_duplicates(list(axes))[list(axes)].to_dict("records")
 
-    - ``seeds``; each metric's mean and 95% t-interval over seeds (``<m>_mean``,
-      ``<m>_low``, ``<m>_high``); mean wall time;
-    - for a KD row, against the baseline of the same cell and seeds: the paired per-seed
-      Dice difference in points with its 95% interval (``delta``, ``delta_low``,
-      ``delta_high``), its paired t-test p-value, Holm-adjusted over the table's KD rows
-      (``p``, ``p_holm``), how many seeds it won (``wins``); and the 95% interval of the
-      pooled-Dice difference from a bootstrap over test patients (``boot_low``,
-      ``boot_high``, points); ``verdict``: gain / loss when both intervals exclude zero
-      on the same side, else "within noise".
-    """
-    keys = [*axes, "variant"]
+
+def cell_text(cell: Mapping[str, Any]) -> str:
+    """E.g. 'teacher=T1, student.width=16'."""
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
+
+
+def _per_cell(
+    head: str, trials: pd.DataFrame, axes: Sequence[str], describe: Callable[[Any], str]
+) -> list[str]:
+    """A setup line: ``head`` and ``describe(cell)``; when the description differs between
+    cells, one sub-item per description with the cells it holds for."""
+    groups: dict[str, list[str]] = {}
+    for cell in cells_of(trials, axes):
+        groups.setdefault(describe(cell), []).append(cell_text(cell))
+    if len(groups) == 1:
+        return [f"- {head} {next(iter(groups))}"]
+    return [f"- {head}", *(f"  - {text}: {'; '.join(c)}" for text, c in groups.items())]
+
+
+def _test_set(split: str, patients: int) -> str:
+    if split == "slice":
+        return (
+            f"the test slices of {patients} patients, whose other slices were in training "
+            "(slice split)"
+        )
+    return f"{patients} test patients"
+
+
+def _test_patients(cases: pd.DataFrame, cell: Mapping[str, Any], axes: Sequence[str]) -> int:
+    counts = in_cell(cases, cell, axes).groupby(["variant", "seed"])["case"].nunique()
+    return int(counts.min())
+
+
+def _split_of(trials: pd.DataFrame, cell: Mapping[str, Any], axes: Sequence[str]) -> str:
+    return "/".join(map(str, in_cell(trials, cell, axes)["split"].unique()))
+
+
+def _teacher_cells(meta: dict[str, Any], trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials of the cells a teacher served. A cell names the teacher axis by its label
+    (e.g. 'T1') and a trial by the teacher's name (e.g. 'T1(w16,d4)'); both match."""
     rows = []
-    for key, group in trials.groupby(keys, sort=False):
-        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-        row = {**values, "seeds": len(group)}
-        for m in METRICS:
-            ci = mean_ci(group[m].to_numpy())
-            row.update({f"{m}_mean": ci.mean, f"{m}_low": ci.low, f"{m}_high": ci.high})
-        row["wall_s"] = group["wall_s"].mean()
-        if values["variant"] != "baseline":
-            row.update(_against_baseline(trials, cases, values, axes, group))
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    if "p" in summary:
-        summary["p_holm"] = holm(summary["p"].to_numpy())
-    return summary
+    for cell in meta.get("cells") or []:
+        mask = pd.Series(True, index=trials.index)
+        for k, v in cell.items():
+            if k not in trials:
+                continue
+            same = trials[k].astype(str) == str(v)
+            if k == "teacher":
+                same |= trials[k] == meta["name"]
+            mask &= same
+        rows.append(trials[mask])
+    served = pd.concat(rows) if rows else trials.iloc[:0]
+    return served if len(served) else trials
 
 
-def _in_cell(frame: pd.DataFrame, values: dict[str, Any], axes: list[str]) -> pd.DataFrame:
-    mask = pd.Series(True, index=frame.index)
-    for k in axes:
-        mask &= frame[k] == values[k]
-    return frame[mask]
-
-
-def _against_baseline(
+def _teacher_line(
+    meta: dict[str, Any],
     trials: pd.DataFrame,
     cases: pd.DataFrame,
-    values: dict[str, Any],
-    axes: list[str],
-    group: pd.DataFrame,
-) -> dict[str, Any]:
-    """The paired and bootstrap comparisons of one KD row with its cell's baseline."""
-    cell = _in_cell(trials, values, axes)
-    base = cell[cell["variant"] == "baseline"].set_index("seed")
-    seeds = [s for s in group["seed"] if s in base.index]
-    if not seeds:
-        return {}
-    kd = group.set_index("seed").loc[seeds]
-    diff = paired_difference(kd["dice"].to_numpy(), base.loc[seeds, "dice"].to_numpy())
-    counts = _in_cell(cases, values, axes)
-
-    def stack(variant: str) -> np.ndarray:  # (seeds, patients, 3): tp, fp, fn
-        rows = counts[counts["variant"] == variant]
-        return np.stack(
-            [
-                rows[rows["seed"] == s].sort_values("case")[["tp", "fp", "fn"]].to_numpy()
-                for s in seeds
-            ]
-        )
-
-    boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack("baseline"))
-    out = {
-        "delta": 100 * diff.mean,
-        "delta_low": 100 * diff.low,
-        "delta_high": 100 * diff.high,
-        "p": diff.p_value,
-        "wins": diff.wins,
-        "boot_low": 100 * boot.low,
-        "boot_high": 100 * boot.high,
-    }
-    above = out["delta_low"] > 0 and out["boot_low"] > 0
-    below = out["delta_high"] < 0 and out["boot_high"] < 0
-    out["verdict"] = "gain" if above else "loss" if below else "within noise"
-    return out
-
-
-def _interval(mean: float, low: float, high: float, digits: int = 3, sign: str = "") -> str:
-    if pd.isna(low):
-        return f"{mean:{sign}.{digits}f}"
-    return f"{mean:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
-
-
-def summary_markdown(summary: pd.DataFrame, axes: list[str] = ()) -> str:
-    """The summary as a Markdown table: metrics as mean [95% CI]; for KD rows the Dice
-    difference from the baseline (points) with both intervals, seeds won, Holm p."""
-    rows = []
-    for _, r in summary.iterrows():
-        row = {k: r[k] for k in [*axes, "variant"]}
-        row["seeds"] = int(r["seeds"])
-        row.update({m: _interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS})
-        if "delta" in summary:
-            kd = r["variant"] != "baseline" and not pd.isna(r.get("delta"))
-            row["Δ dice pts, paired by seed [95% CI]"] = (
-                _interval(r["delta"], r["delta_low"], r["delta_high"], 2, "+") if kd else "—"
-            )
-            row["seeds won"] = f"{int(r['wins'])}/{int(r['seeds'])}" if kd else "—"
-            row["Δ pts, patient bootstrap [95% CI]"] = (
-                f"[{r['boot_low']:+.2f}, {r['boot_high']:+.2f}]" if kd else "—"
-            )
-            row["p (Holm)"] = f"{r['p_holm']:.3f}" if kd and not pd.isna(r["p_holm"]) else "—"
-            row["verdict"] = r["verdict"] if kd else "—"
-        row["wall_s"] = f"{r['wall_s']:.0f}"
-        rows.append(row)
-    return pd.DataFrame(rows).to_markdown(index=False)
-
-
-def git_commit(repo: Path | None = None) -> str:
-    """HEAD's commit, marked when the work tree has uncommitted changes to tracked files.
-
-    Outside a git checkout (e.g. the upload of ``ray job submit``) the KDBENCH_GIT_COMMIT
-    environment variable names it.
-    """
-    if os.environ.get("KDBENCH_GIT_COMMIT"):
-        return f"{os.environ['KDBENCH_GIT_COMMIT']} (from KDBENCH_GIT_COMMIT)"
-    repo = repo or Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        # results/ holds outputs (tables, the index), not code
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
-
-
-def _teacher_line(meta: dict[str, Any], n_cells: int) -> str:
-    """A teacher, its test metrics, and the grid cells it serves unless it serves all."""
+    axes: Sequence[str],
+    n_cells: int,
+) -> str:
+    """A teacher, what it was trained on, its test metrics, and the grid cells it serves
+    unless it serves all."""
     t = meta["test"]
     cells = ""
     if len(meta["cells"]) < n_cells:
-        cells = (
-            " (for "
-            + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in meta["cells"])
-            + ")"
+        cells = " (for " + "; ".join(cell_text(c) for c in meta["cells"]) + ")"
+    served = _teacher_cells(meta, trials)
+    splits = sorted(set(served["split"]))
+    if splits == ["slice"]:
+        own = cases.merge(served[list(axes)].drop_duplicates()) if axes else cases
+        trained = (
+            f"the training slices, drawn from the same {own['case'].nunique()} patients as "
+            "the test slices (slice split)"
         )
+    elif splits == ["patient"]:
+        trained = "all training patients (none of the test patients)"
+    else:
+        trained = f"the training set of each of its cells ({' and '.join(splits)} split)"
     return (
-        f"- Teacher{cells}: {meta['name']}, {meta['params']:,} parameters, trained on all "
-        f"training patients; test Dice {t['dice']:.3f}, IoU {t['iou']:.3f}, recall "
+        f"- Teacher{cells}: {meta['name']}, {meta['params']:,} parameters, trained on "
+        f"{trained}; test Dice {t['dice']:.3f}, IoU {t['iou']:.3f}, recall "
         f"{t['recall']:.3f}, precision {t['precision']:.3f}, 3D Dice {t['dice_3d']:.3f} "
         f"(checkpoint of epoch {meta['best_epoch']}, chosen on validation)"
     )
+
+
+def thesis_rows(
+    summary: pd.DataFrame,
+    trials: pd.DataFrame,
+    axes: Sequence[str],
+    reference: dict[str, Any] | None,
+) -> list[str]:
+    """Per summary row, the published row of ``reference`` it reproduces with its Dice,
+    e.g. 'KD(T1,S1): 0.772', else ''.
+
+    A published 'KD(Tt,Ss)' row is variant ``kd-TtSs`` in a cell whose teacher is of
+    family Tt (its name starts with it) and whose student is Ss; a published 'Ss: ...'
+    row is the baseline of a cell whose student is Ss.
+    """
+    if not reference or "teacher" not in trials or "student" not in trials:
+        return [""] * len(summary)
+    kd, students = {}, {}
+    for r in reference.get("rows", []):
+        method = str(r.get("method", ""))
+        if "dice" not in r:
+            continue
+        if m := _KD_ROW.fullmatch(method.replace(" ", "")):
+            kd[(f"kd-{m[1]}{m[2]}", m[1], m[2])] = f"{method}: {r['dice']:.3f}"
+        elif m := _STUDENT_ROW.match(method):
+            students[m[1]] = f"{m[1]}: {r['dice']:.3f}"
+    out = []
+    for _, row in summary.iterrows():
+        cell = in_cell(trials, row, axes)
+        student = str(cell["student"].iloc[0])
+        family = _TEACHER_FAMILY.match(str(cell["teacher"].iloc[0]))
+        if row["variant"] == "baseline":
+            out.append(students.get(student, ""))
+        else:
+            out.append(kd.get((row["variant"], family and family[0], student), ""))
+    return out
 
 
 def render_report(
@@ -227,20 +178,15 @@ def render_report(
     reference: dict[str, Any] | None = None,
     figures: list[str] = (),
     sections: list[str] = (),
+    rerendered: Sequence[str] = (),
 ) -> str:
     """The Markdown report of a grid: setup, statistics used, the summary table (from
-    ``summarize``) and its figures (file names beside the report), further ``sections``
-    (Markdown lines), published numbers, provenance."""
-    first = trials.iloc[0]
-    unit = "patients" if first["split"] == "patient" else "slices"
+    ``summarize``) with the reference's own rows marked (``thesis_rows``) and its figures
+    (file names beside the report), further ``sections`` (Markdown lines), published
+    numbers, provenance (with a line per re-rendering, ``rerendered``)."""
     students = trials.drop_duplicates(["student", "params"])
     student = ", ".join(
         f"{r.student} ({int(r.params):,} parameters)" for r in students.itertuples()
-    )
-    fraction = (
-        "the data fraction of its row"
-        if "data_fraction" in axes
-        else f"{first['data_fraction']:.0%}"
     )
     seeds = sorted(trials["seed"].unique())
     grid = " x ".join(
@@ -248,17 +194,38 @@ def render_report(
         + [f"variant ({trials['variant'].nunique()})", f"seed ({len(seeds)})"]
     )
     n_kd = int(summary["delta"].notna().sum()) if "delta" in summary else 0
-    patients = cases.groupby([*axes, "variant", "seed"])["case"].nunique().min()
+    n_cells = len(cells_of(trials, axes))
+    split_varies = trials["split"].nunique() > 1
+    if split_varies:
+        dataset = _DATASET_SPLIT.sub("", dataset)
+
+    def training(cell: Mapping[str, Any]) -> str:
+        unit = "patients" if _split_of(trials, cell, axes) == "patient" else "slices"
+        if "data_fraction" in axes:
+            return f"the data fraction of its row of the training {unit}"
+        fraction = in_cell(trials, cell, axes)["data_fraction"].iloc[0]
+        return f"{fraction:.0%} of the training {unit}"
+
+    def test_set(cell: Mapping[str, Any]) -> str:
+        return _test_set(_split_of(trials, cell, axes), _test_patients(cases, cell, axes))
+
     lines = [f"# {title}", "", f"- Dataset: {dataset}"]
-    n_cells = len(trials.drop_duplicates(axes)) if axes else 1
-    lines += [_teacher_line(meta, n_cells) for meta in teachers]
+    if split_varies:
+        lines += _per_cell(
+            "Split:", trials, axes, lambda c: SPLIT_TEXT.get(_split_of(trials, c, axes), "?")
+        )
+    lines += [_teacher_line(meta, trials, cases, axes, n_cells) for meta in teachers]
+    lines += _per_cell(f"Student: {student}, trained on", trials, axes, training)
     lines += [
-        f"- Student: {student}, trained on {fraction} of the training {unit}",
         f"- Grid: {grid}; rows are the axis values and variants.",
         f"- Seeds: {', '.join(map(str, seeds))}. {replicates}",
-        f"- Metrics on {patients} test patients: dice / iou / recall / precision pooled over "
-        "all test slices (as the thesis); dice_3d: mean per-volume 3D Dice.",
-        "- Each cell: mean over seeds [95% t-interval]. KD rows, against the baseline of the "
+    ]
+    lines += _per_cell("Test set:", trials, axes, test_set)
+    lines += [
+        "- Metrics: dice / iou / recall / precision pooled over all test slices (as the "
+        "thesis); dice_3d: mean per-volume 3D Dice.",
+        "- Each cell: mean over seeds [95% t-interval, clipped to the metrics' range [0, 1]]. "
+        "KD rows, against the baseline of the "
         "same cell and seeds: the per-seed paired Dice difference in points [95% "
         "t-interval], the seeds it won, the 95% percentile interval of a paired bootstrap "
         "over the test patients (2,000 resamples), and the paired t-test p-value adjusted "
@@ -266,8 +233,16 @@ def render_report(
         "corrected for multiple comparisons. verdict: gain or loss only when both intervals "
         "exclude zero on the same side; otherwise within noise.",
         f"- {protocol}",
+    ]
+    published = thesis_rows(summary, trials, axes, reference)
+    if any(published):
+        lines.append(
+            "- Rows in bold are the published table's own rows (the same teacher, student "
+            "and KD terms); its Dice stands beside theirs."
+        )
+    lines += [
         "",
-        summary_markdown(summary, axes),
+        summary_markdown(summary, axes, published),
         "",
         *[f"![{Path(name).stem}]({name})\n" for name in figures],
         *sections,
@@ -285,6 +260,7 @@ def render_report(
         f"- Command: `{command}`",
         f"- Git commit: {commit}",
         f"- Written: {written}",
+        *[f"- {line}" for line in rerendered],
         "- Per-trial rows: `trials.csv`; per-patient test counts: `cases.csv`; per-epoch "
         "losses of each trial: `history/`",
         "",
@@ -333,75 +309,3 @@ def _reference_lines(reference: dict[str, Any] | None) -> list[str]:
         pd.DataFrame(reference["rows"]).to_markdown(index=False),
         "",
     ]
-
-
-def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:
-    """File name of a trial's history: its axis values, variant and seed, e.g.
-    'data_fraction=0.25_bottleneck+pmd-seed0.csv'."""
-    cell = "".join(f"{k}={row[k]}_" for k in axes)
-    return f"{cell}{row['variant']}-seed{row['seed']}.csv".replace(os.sep, "_")
-
-
-def write_table(
-    folder: Path,
-    trials: pd.DataFrame,
-    histories: dict[str, list[dict]],
-    cases: pd.DataFrame,
-    markdown: str,
-    provenance: dict[str, Any],
-    axes: list[str] = (),
-) -> None:
-    """Write a table's files (see the module docstring) into ``folder``, which exists: the
-    caller builds the folder aside and swaps it in whole (``kdcore.io.replaced_dir``).
-
-    ``histories``: per-epoch rows by file name (``history_name``); ``cases``: per-patient
-    test counts of every trial.
-    """
-    folder = Path(folder)
-    columns = [*(a for a in axes if a not in TRIAL_COLUMNS), *TRIAL_COLUMNS]
-    (folder / "history").mkdir()
-    (folder / "trials.csv").write_text(trials[columns].to_csv(index=False))
-    (folder / "table.md").write_text(markdown)
-    (folder / "cases.csv").write_text(cases.to_csv(index=False))
-    for name, rows in histories.items():
-        (folder / "history" / name).write_text(pd.DataFrame(rows).to_csv(index=False))
-    (folder / "provenance.json").write_text(json.dumps(provenance, indent=1))
-
-
-def write_index(results_dir: Path) -> Path:
-    """Rewrite ``results_dir/index.md``: every table under it (its folder names its
-    ablation and settings), newest first, with its command, commit and date (from each
-    table's ``provenance.json``)."""
-    results_dir = Path(results_dir)
-    rows = []
-    for path in sorted(results_dir.glob("*/*/provenance.json")):
-        p = json.loads(path.read_text())
-        rows.append(
-            {
-                "table": f"[{path.parent.relative_to(results_dir)}]"
-                f"({path.parent.relative_to(results_dir)}/table.md)",
-                "trials": p["trials"],
-                "command": f"`{p['command']}`",
-                "commit": p["commit"][:10],
-                "written": p["written"],
-            }
-        )
-    rows.sort(key=lambda r: r["written"], reverse=True)
-    lines = [
-        "# Result tables",
-        "",
-        "Every table this suite has written here, newest first. Each folder holds the table "
-        "(`table.md`), its trials (`trials.csv`), each trial's per-epoch losses (`history/`) "
-        "and its provenance (`provenance.json`). Written by the suite; do not edit.",
-        "",
-        pd.DataFrame(rows).to_markdown(index=False) if rows else "(no tables yet)",
-        "",
-    ]
-    index = results_dir / INDEX_NAME
-    write_text_atomic(index, "\n".join(lines))
-    return index
-
-
-def utc_now() -> str:
-    """The current time as 'YYYY-MM-DD HH:MM:SS UTC' (sorts as text)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -14,7 +14,7 @@ from kdcore.plots import (
     plot_variants,
     plot_waterfall,
 )
-from kdcore.report import summarize
+from kdcore.summary import summarize
 
 WIDTH_PARAMS = {8: 14_625, 16: 57_297, 32: 227_233}
 STUDENT = {8: "S(w8)", 16: "S1", 32: "S2"}

@@ -6,14 +6,10 @@ import pandas as pd
 import pytest
 
 from kdcore.io import replaced_dir
-from kdcore.report import (
-    git_commit,
-    summarize,
-    summary_markdown,
-    time_line,
-    write_index,
-    write_table,
-)
+from kdcore.provenance import git_commit
+from kdcore.report import time_line
+from kdcore.summary import summarize, summary_markdown
+from kdcore.table_folder import write_index, write_table
 
 
 def trials() -> pd.DataFrame:

@@ -1,0 +1,41 @@
+"""The trial schema: the columns of a trial's row, its metrics and their range, and the
+file name of a trial's per-epoch history. Plain Python (no pandas, no torch)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Test metrics of a trial, each a fraction in METRIC_RANGE.
+METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
+METRIC_RANGE = (0.0, 1.0)
+# One row per trial, in this column order (``kdcore.trial.run_trial`` makes them).
+TRIAL_COLUMNS = (
+    "variant",
+    "seed",
+    "teacher",
+    "student",
+    "params",
+    "data_fraction",
+    "split",
+    *METRICS,
+    "tp",
+    "fp",
+    "fn",
+    "val_dice",
+    "best_epoch",
+    "objective",
+    "wall_s",  # the trial's own time: data_s + models + fit_s + test
+    "data_s",
+    "fit_s",  # training and validation epochs (each epoch's split: history/)
+    "checkpoint_s",  # saving and reporting resumable checkpoints
+    "trial_s",  # the trial's time as Ray Tune measured it
+    "node",  # the Ray node it ran on (its id's first 8 characters)
+)
+
+
+def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:
+    """File name of a trial's history: its axis values, variant and seed, e.g.
+    'data_fraction=0.25_bottleneck+pmd-seed0.csv'."""
+    cell = "".join(f"{k}={row[k]}_" for k in axes)
+    return f"{cell}{row['variant']}-seed{row['seed']}.csv".replace(os.sep, "_")

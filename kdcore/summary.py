@@ -1,0 +1,185 @@
+"""The statistics of a table: per row (axis values and variant), each metric's mean over
+seeds with its interval, and a KD row's comparison with its cell's baseline; and their
+Markdown table.
+
+Intervals respect the range of what they bound: a metric's t-interval is clipped to the
+metric's range [0, 1] and a Dice difference's to [-100, +100] points; each clip is
+recorded (``<metric>_clipped``, ``delta_clipped``) and marked in the table. Needs pandas
+and numpy only (no torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdcore.rows import METRIC_RANGE, METRICS
+from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
+
+# A difference of two Dice scores, in points, lies in this range.
+DELTA_RANGE = (-100.0, 100.0)
+CLIPPED_MARK = "†"
+CLIPPED_NOTE = (
+    f"{CLIPPED_MARK} The t-interval reached beyond the metric's range and is clipped to "
+    "[0, 1] (a Dice difference to [-100, +100] points)."
+)
+
+
+def clip_interval(
+    low: float, high: float, bounds: tuple[float, float] = METRIC_RANGE
+) -> tuple[float, float, bool]:
+    """``[low, high]`` clipped to ``bounds``, and whether clipping changed it. NaN bounds
+    (one seed) stay NaN and are not clipped."""
+    if pd.isna(low) or pd.isna(high):
+        return low, high, False
+    clipped_low, clipped_high = max(low, bounds[0]), min(high, bounds[1])
+    return clipped_low, clipped_high, bool(clipped_low != low or clipped_high != high)
+
+
+def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -> pd.DataFrame:
+    """One row per (axis values..., variant), grid order kept, with:
+
+    - ``seeds``; each metric's mean and 95% t-interval over seeds, clipped to [0, 1]
+      (``<m>_mean``, ``<m>_low``, ``<m>_high``, ``<m>_clipped``); mean wall time;
+    - for a KD row, against the baseline of the same cell and seeds: the paired per-seed
+      Dice difference in points with its 95% interval, clipped to [-100, 100]
+      (``delta``, ``delta_low``, ``delta_high``, ``delta_clipped``), its paired t-test
+      p-value, Holm-adjusted over the table's KD rows (``p``, ``p_holm``), how many seeds
+      it won (``wins``); and the 95% interval of the pooled-Dice difference from a
+      bootstrap over test patients (``boot_low``, ``boot_high``, points); ``verdict``:
+      gain / loss when both intervals exclude zero on the same side, else "within noise".
+    """
+    keys = [*axes, "variant"]
+    rows = []
+    for key, group in trials.groupby(keys, sort=False):
+        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row = {**values, "seeds": len(group)}
+        for m in METRICS:
+            ci = mean_ci(group[m].to_numpy())
+            low, high, clipped = clip_interval(ci.low, ci.high)
+            row.update(
+                {f"{m}_mean": ci.mean, f"{m}_low": low, f"{m}_high": high, f"{m}_clipped": clipped}
+            )
+        row["wall_s"] = group["wall_s"].mean()
+        if values["variant"] != "baseline":
+            row.update(_against_baseline(trials, cases, values, axes, group))
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    if "p" in summary:
+        summary["p_holm"] = holm(summary["p"].to_numpy())
+    return summary
+
+
+def in_cell(frame: pd.DataFrame, values: Any, axes: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``frame`` whose axis columns equal ``values`` (a mapping or row)."""
+    mask = pd.Series(True, index=frame.index)
+    for k in axes:
+        mask &= frame[k] == values[k]
+    return frame[mask]
+
+
+def _against_baseline(
+    trials: pd.DataFrame,
+    cases: pd.DataFrame,
+    values: dict[str, Any],
+    axes: list[str],
+    group: pd.DataFrame,
+) -> dict[str, Any]:
+    """The paired and bootstrap comparisons of one KD row with its cell's baseline."""
+    cell = in_cell(trials, values, axes)
+    base = cell[cell["variant"] == "baseline"].set_index("seed")
+    seeds = [s for s in group["seed"] if s in base.index]
+    if not seeds:
+        return {}
+    kd = group.set_index("seed").loc[seeds]
+    diff = paired_difference(kd["dice"].to_numpy(), base.loc[seeds, "dice"].to_numpy())
+    counts = in_cell(cases, values, axes)
+
+    def stack(variant: str) -> np.ndarray:  # (seeds, patients, 3): tp, fp, fn
+        rows = counts[counts["variant"] == variant]
+        return np.stack(
+            [
+                rows[rows["seed"] == s].sort_values("case")[["tp", "fp", "fn"]].to_numpy()
+                for s in seeds
+            ]
+        )
+
+    boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack("baseline"))
+    low, high, clipped = clip_interval(100 * diff.low, 100 * diff.high, DELTA_RANGE)
+    out = {
+        "delta": 100 * diff.mean,
+        "delta_low": low,
+        "delta_high": high,
+        "delta_clipped": clipped,
+        "p": diff.p_value,
+        "wins": diff.wins,
+        "boot_low": 100 * boot.low,
+        "boot_high": 100 * boot.high,
+    }
+    above = out["delta_low"] > 0 and out["boot_low"] > 0
+    below = out["delta_high"] < 0 and out["boot_high"] < 0
+    out["verdict"] = "gain" if above else "loss" if below else "within noise"
+    return out
+
+
+def _interval(
+    mean: float, low: float, high: float, digits: int = 3, sign: str = "", clipped: bool = False
+) -> str:
+    if pd.isna(low):
+        return f"{mean:{sign}.{digits}f}"
+    mark = CLIPPED_MARK if clipped else ""
+    return f"{mean:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]{mark}"
+
+
+def _clipped(row: pd.Series, column: str) -> bool:
+    value = row.get(column, False)  # NaN on rows without that interval
+    return False if pd.isna(value) else bool(value)
+
+
+def summary_markdown(
+    summary: pd.DataFrame, axes: list[str] = (), published: Sequence[str] | None = None
+) -> str:
+    """The summary as a Markdown table: metrics as mean [95% CI]; for KD rows the Dice
+    difference from the baseline (points) with both intervals, seeds won, Holm p; an
+    interval clipped to the metric's range ends in † and a note under the table says so.
+
+    ``published``: per summary row, the published row it reproduces (e.g. 'KD(T1,S1):
+    0.772') or '': such rows get their variant in bold and a column beside the Dice.
+    """
+    marked = published is not None and any(published)
+    rows = []
+    for i, (_, r) in enumerate(summary.iterrows()):
+        row = {k: r[k] for k in [*axes, "variant"]}
+        if marked and published[i]:
+            row["variant"] = f"**{r['variant']}**"
+        row["seeds"] = int(r["seeds"])
+        for m in METRICS:
+            row[m] = _interval(
+                r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"], clipped=_clipped(r, f"{m}_clipped")
+            )
+            if m == "dice" and marked:
+                row["published dice (thesis row)"] = published[i] or "—"
+        if "delta" in summary:
+            kd = r["variant"] != "baseline" and not pd.isna(r.get("delta"))
+            clipped = _clipped(r, "delta_clipped")
+            row["Δ dice pts, paired by seed [95% CI]"] = (
+                _interval(r["delta"], r["delta_low"], r["delta_high"], 2, "+", clipped)
+                if kd
+                else "—"
+            )
+            row["seeds won"] = f"{int(r['wins'])}/{int(r['seeds'])}" if kd else "—"
+            row["Δ pts, patient bootstrap [95% CI]"] = (
+                f"[{r['boot_low']:+.2f}, {r['boot_high']:+.2f}]" if kd else "—"
+            )
+            row["p (Holm)"] = f"{r['p_holm']:.3f}" if kd and not pd.isna(r["p_holm"]) else "—"
+            row["verdict"] = r["verdict"] if kd else "—"
+        row["wall_s"] = f"{r['wall_s']:.0f}"
+        rows.append(row)
+    table = pd.DataFrame(rows).to_markdown(index=False)
+    flags = [c for c in summary.columns if c.endswith("_clipped")]
+    if any(_clipped(r, c) for _, r in summary.iterrows() for c in flags):
+        table += "\n\n" + CLIPPED_NOTE
+    return table
