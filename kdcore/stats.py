@@ -138,15 +138,15 @@ def paired_difference(kd: ArrayLike, baseline: ArrayLike, level: float = 0.95) -
 def pooled_dice(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> np.ndarray:
     """Dice ``2TP / (2TP + FP + FN)`` elementwise (numpy broadcasting).
 
-    Empty-mask policy (as ``kdcore.metrics.scores_from_counts``): a zero denominator,
-    i.e. nothing predicted and nothing to find, scores 1.0. A scalar input gives a numpy
-    scalar.
+    Empty-mask policy (as ``kdcore.metrics``): with tp = fp = fn = 0, nothing predicted
+    and nothing to find, Dice is 0/0, undefined, and scores NaN, never a perfect 1.0. A
+    scalar input gives a numpy scalar.
     """
     tp, fp, fn = (np.asarray(a, dtype=float) for a in (tp, fp, fn))
     num = 2 * tp
     den = num + fp + fn
     num, den = np.broadcast_arrays(num, den)
-    out = np.ones(den.shape)
+    out = np.full(den.shape, np.nan)
     np.divide(num, den, out=out, where=den != 0)  # `where` keeps 0/0 from warning
     return out[()]
 
@@ -161,7 +161,8 @@ def _check_counts(counts: ArrayLike, name: str) -> np.ndarray:
 
 
 def _seed_mean_dice(sums: np.ndarray) -> np.ndarray:
-    """Mean over seeds (axis -2) of the pooled Dice of counts summed over patients."""
+    """Mean over seeds (axis -2) of the pooled Dice of counts summed over patients; NaN
+    where any seed's pooled Dice is undefined (all its counts 0)."""
     return pooled_dice(sums[..., 0], sums[..., 1], sums[..., 2]).mean(axis=-1)
 
 
@@ -183,6 +184,12 @@ def bootstrap_pooled_dice_difference(
     replacement, the same draw for both methods and all seeds (the comparison is paired on
     the test set), and recomputes the statistic; the interval is the percentile interval of
     those ``n_boot`` values. Deterministic for a given ``seed`` (``np.random.default_rng``).
+
+    Empty masks (``pooled_dice``: tp = fp = fn = 0 is undefined, NaN): where a seed of
+    either method has all counts 0 over the test patients, the point estimate and both
+    bounds are NaN. A resample that draws only such patients for some seed has no
+    statistic and is left out of the percentile interval; the bounds are NaN when no
+    resample has one.
     """
     _check_level(level)
     if n_boot < 1:
@@ -196,6 +203,8 @@ def bootstrap_pooled_dice_difference(
     n_patients = kd.shape[1]
 
     point = _seed_mean_dice(kd.sum(axis=1)) - _seed_mean_dice(base.sum(axis=1))
+    if math.isnan(point):
+        return Interval(math.nan, math.nan, math.nan)
 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_patients, size=(n_boot, n_patients))
@@ -207,6 +216,9 @@ def bootstrap_pooled_dice_difference(
     kd_sums = np.einsum("bp,spk->bsk", weights, kd)  # (n_boot, seeds, 3)
     base_sums = np.einsum("bp,spk->bsk", weights, base)
     diffs = _seed_mean_dice(kd_sums) - _seed_mean_dice(base_sums)
+    diffs = diffs[~np.isnan(diffs)]  # resamples of empty patients only: no statistic
+    if diffs.size == 0:
+        return Interval(float(point), math.nan, math.nan)
 
     alpha = 1 - level
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])

@@ -4,6 +4,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
@@ -17,6 +18,7 @@ from kdcore.stats import (
     pooled_dice,
     t_quantile,
 )
+from kdcore.summary import summarize
 
 # Tabled two-sided 95 % Student-t quantiles t_{0.975, dof}.
 T975 = {2: 4.302653, 3: 3.182446}
@@ -143,11 +145,12 @@ def test_paired_difference_rejects_unpaired_lengths():
 def test_pooled_dice_vectorised_with_zero_denominator():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        # (2,1,1): 4 / (4 + 1 + 1) = 2/3; (0,0,0): 0/0 -> 1.0 by policy; (0,3,0): 0 / 3 = 0
+        # (2,1,1): 4 / (4 + 1 + 1) = 2/3; (0,0,0): 0/0 -> undefined (NaN), never perfect;
+        # (0,3,0): 0 / 3 = 0
         got = pooled_dice([2, 0, 0], [1, 0, 3], [1, 0, 0])
         scalar = pooled_dice(0, 0, 0)
-    np.testing.assert_allclose(got, [2 / 3, 1.0, 0.0])
-    assert scalar == 1.0
+    np.testing.assert_allclose(got, [2 / 3, np.nan, 0.0])
+    assert np.isnan(scalar) and np.ndim(scalar) == 0
     # Broadcasting: tp (2, 1) against fp, fn (2,): [[2/(2+1+0), 2/(2+0+1)], [0, 0]]
     np.testing.assert_allclose(
         pooled_dice([[1], [0]], [1, 0], [0, 1]), [[2 / 3, 2 / 3], [0.0, 0.0]]
@@ -229,6 +232,43 @@ def test_bootstrap_is_deterministic_per_seed():
     assert b.mean == a.mean and (b.low, b.high) != (a.low, a.high)
 
 
+def test_bootstrap_of_an_empty_test_set_is_undefined_not_perfect():
+    # seed 1 of the baseline: nothing to find and nothing predicted on both patients, so
+    # its pooled Dice is 0/0; the comparison is undefined (NaN), not a perfect baseline
+    kd = np.array([[[8, 2, 2], [2, 1, 1]], [[6, 2, 4], [4, 0, 2]]])
+    base = np.array([[[5, 5, 5], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap_pooled_dice_difference(kd, base, n_boot=50)
+    assert all(math.isnan(v) for v in ci)
+
+
+def test_bootstrap_leaves_out_resamples_of_empty_patients_only():
+    # patient 1 has tp = fp = fn = 0 for both methods. With 2 patients a resample draws
+    # (0, 0), (0, 1), (1, 0) or (1, 1); the last has no statistic and is left out, and every
+    # other resample sums to patient 0's counts: kd 2*9/(18+1+1) = 0.9, base 10/20 = 0.5.
+    kd = np.array([[[9, 1, 1], [0, 0, 0]]])
+    base = np.array([[[5, 5, 5], [0, 0, 0]]])
+    idx = np.random.default_rng(0).integers(0, 2, size=(40, 2))
+    assert np.any(np.all(idx == 1, axis=1))  # the draw holds some (1, 1) resamples
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap_pooled_dice_difference(kd, base, n_boot=40)
+    assert ci == pytest.approx((0.4, 0.4, 0.4))
+
+
+def test_bootstrap_with_no_defined_resample_has_nan_bounds():
+    # 5 patients, only patient 0 has counts; n_boot=1 with seed 0 draws it not at all
+    kd = np.zeros((1, 5, 3))
+    kd[0, 0] = (9, 1, 1)
+    base = kd.copy()
+    base[0, 0] = (5, 5, 5)
+    (row,) = np.random.default_rng(0).integers(0, 5, size=(1, 5))
+    assert 0 not in row
+    ci = bootstrap_pooled_dice_difference(kd, base, n_boot=1)
+    assert ci.mean == pytest.approx(0.4) and math.isnan(ci.low) and math.isnan(ci.high)
+
+
 def test_bootstrap_rejects_bad_shapes():
     good = np.ones((2, 3, 3))
     with pytest.raises(ValueError):
@@ -269,3 +309,68 @@ def test_holm_passes_nan_through_and_does_not_count_it():
 def test_holm_rejects_out_of_range():
     with pytest.raises(ValueError):
         holm([0.5, 1.5])
+
+
+# --- the verdict of a KD row (kdcore.summary.summarize) ------------------------------------
+
+METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
+BASELINE_DICE = [0.70, 0.80, 0.75]
+BASELINE_COUNTS = [(60, 10, 40), (60, 10, 40)]  # pooled Dice 120 / 170 for any resample
+
+# Seed differences from the baseline, in points. 5, 6, 7: mean 6, s = 1, half-width
+# 4.302653 / sqrt(3) = 2.48 -> [3.52, 8.48], above 0; -5, -6, -7: below 0; -1, 2, 5: mean 2,
+# s = 3, half-width 7.45 -> [-5.45, 9.45], holds 0.
+SEEDS = {
+    "above": [0.75, 0.86, 0.82],
+    "below": [0.65, 0.74, 0.68],
+    "zero": [0.69, 0.82, 0.80],
+}
+# (tp, fp, fn) of test patients a and b, the same for every seed. 90, 10, 10 scores
+# 180 / 200 and 10, 10, 90 scores 20 / 120: better (worse) than the baseline on every
+# resample -> above (below) 0; one of each: resamples (a, a) above 0, (b, b) and (a, b)
+# (200 / 320) below, each drawn about 1/4 of the time or more -> the interval holds 0.
+PATIENTS = {
+    "above": [(90, 10, 10), (90, 10, 10)],
+    "below": [(10, 10, 90), (10, 10, 90)],
+    "zero": [(90, 10, 10), (10, 10, 90)],
+}
+
+
+def _trials_and_cases(kd_dice, kd_counts) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, cases = [], []
+    for variant, dices, counts in (
+        ("baseline", BASELINE_DICE, BASELINE_COUNTS),
+        ("kd", kd_dice, kd_counts),
+    ):
+        for seed, dice in enumerate(dices):
+            trials.append({"variant": variant, "seed": seed, "wall_s": 1.0})
+            trials[-1].update(dict.fromkeys(METRICS, dice))
+            for case, (tp, fp, fn) in zip("ab", counts, strict=True):
+                cases.append({"variant": variant, "seed": seed, "case": case})
+                cases[-1].update(tp=tp, fp=fp, fn=fn)
+    return pd.DataFrame(trials), pd.DataFrame(cases)
+
+
+def _side(low: float, high: float) -> str:
+    return "above" if low > 0 else "below" if high < 0 else "zero"
+
+
+@pytest.mark.parametrize(
+    "seeds, patients, verdict",
+    [
+        ("above", "above", "gain"),
+        ("below", "below", "loss"),
+        ("zero", "zero", "within noise"),
+        ("above", "zero", "within noise"),  # only the seed interval excludes 0
+        ("zero", "above", "within noise"),  # only the bootstrap over patients does
+        ("below", "zero", "within noise"),
+        ("zero", "below", "within noise"),
+        ("above", "below", "within noise"),  # both do, on opposite sides
+    ],
+)
+def test_verdict_needs_both_intervals_on_the_same_side_of_zero(seeds, patients, verdict):
+    trials, cases = _trials_and_cases(SEEDS[seeds], PATIENTS[patients])
+    row = summarize(trials, cases).set_index("variant").loc["kd"]
+    assert _side(row["delta_low"], row["delta_high"]) == seeds
+    assert _side(row["boot_low"], row["boot_high"]) == patients
+    assert row["verdict"] == verdict
