@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcore.errors import ConfigError
-
-Log = Callable[[str], None]
+from kdcore.progress import Log
 
 MLFLOW_INSTALL = "pip install -e '.[mlflow]'"
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores
@@ -369,11 +368,11 @@ class Tracker:
     a subfolder of its parent's, or at the top ``<root>/<name>-<8 random hex digits>``."""
 
     def __init__(self, sinks: Iterable[Sink], root: str | Path):
-        self.sinks = list(sinks)
-        naming = [s for s in self.sinks if s.names_runs]
+        sinks = list(sinks)
+        naming = [s for s in sinks if s.names_runs]
         if len(naming) > 1:
             raise ValueError(f"at most one sink may name runs, got {naming}")
-        self.sinks = naming + [s for s in self.sinks if not s.names_runs]
+        self.sinks = naming + [s for s in sinks if not s.names_runs]
         self.root = Path(root)
 
     @classmethod
@@ -406,7 +405,9 @@ class Tracker:
         folder: str | Path | None = None,
     ) -> Run:
         """Start a run named ``name``, nested under ``parent`` (a ``Run``, or the ``id`` of
-        one started in another process), with ``params`` logged."""
+        one started in another process), with ``params`` logged. Its files go to
+        ``folder``; without one, to a subfolder of a ``Run`` parent's folder, else (a top
+        run, or a child of an id) to a new folder under the tracker's root."""
         parent_id = parent.id if isinstance(parent, Run) else parent
         if folder is None and isinstance(parent, Run):
             folder = parent.folder / legal_name(name)
