@@ -34,14 +34,14 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from kdcore.config import absolute_paths, with_settings  # noqa: E402
 from kdcore.data.prepare import prepare_data  # noqa: E402
 from kdcore.grid import run_grid  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
 from kdcore.job import prepare_teachers  # noqa: E402
 from kdcore.models import build_teacher, count_parameters  # noqa: E402
 from kdcore.provenance import git_commit, utc_now  # noqa: E402
-from kdcore.sharded import write_teacher_outputs_sharded  # noqa: E402
+from kdcore.settings import absolute_paths, with_settings  # noqa: E402
+from kdcore.teacher import write_outputs_on_workers  # noqa: E402
 
 OUT = REPO / "results" / "bench"
 MiB = 1024**2
@@ -62,7 +62,7 @@ def fill(cfg, workers: int, width: int, folder: Path) -> dict:
     weights = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
     params = count_parameters(teacher)
     del teacher
-    run = write_teacher_outputs_sharded(cfg, weights, data, folder, lambda _: None)
+    run = write_outputs_on_workers(cfg, weights, data, folder, lambda _: None)
     return {"width": width, "params": params, "slices": len(data), **run}
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
 from kdcore.axes import axis_cells, cell_config, cell_labels  # noqa: E402
-from kdcore.errors import ConfigError, GridError, NonFiniteLossError  # noqa: E402
+from kdcore.errors import GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
 from kdcore.rows import TRIAL_COLUMNS  # noqa: E402

@@ -29,10 +29,10 @@ from kdcore.names import (
 )
 from kdcore.plots import figures_for, plot_examples
 from kdcore.progress import Log, duration
-from kdcore.runtime import parallel_slots
 from kdcore.provenance import git_commit, utc_now
 from kdcore.report import render_report, time_line
 from kdcore.rows import history_name
+from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import summarize, summary_markdown
 from kdcore.table_folder import write_index, write_table

@@ -1,4 +1,4 @@
-"""Names derived from a config: of networks, of the data set, and of result tables.
+"""Names derived from a config: of the data set, the protocol, and result tables.
 
 A table's folder is named by the settings that tell tables apart, so a run with other
 settings writes beside the default table and rerunning a command replaces only its own:
@@ -13,7 +13,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from kdcore.config import as_dict, stable_hash, teacher_settings, varied_keys
+from kdcore.axes import varied_keys
+from kdcore.data.sources import data_source
+from kdcore.models import student_name, teacher_name, teacher_settings
+from kdcore.protocols import SELECT_TEST_LOSS
+from kdcore.settings import as_dict, stable_hash
 
 # Settings that change how fast or where a job runs, not its results (the teacher's
 # workers change float reduction order, as kd.compile does, not the maths).
@@ -28,34 +32,13 @@ OPERATIONAL = (
     "kd.teacher_cache",
     "teacher.workers",
     "teacher.zero_stage",
+    "tracking",
 )
-
-
-T2_PAPER = {"width": 16, "blocks": [3, 4, 9], "hidden": 768, "layers": 12, "heads": 12}
-
-
-def teacher_name(cfg: DictConfig) -> str:
-    """'T1' / 'T2' at the thesis's sizes, else e.g. 'T1(w16,d4)' or 'T2(w8,h128,L4)'."""
-    t = cfg.teacher
-    if t.arch == "t2":
-        t2 = t.t2
-        paper = all(as_dict(t2)[k] == v for k, v in T2_PAPER.items())
-        return "T2" if paper else f"T2(w{t2.width},h{t2.hidden},L{t2.layers})"
-    return "T1" if (t.width, t.depth) == (64, 4) else f"T1(w{t.width},d{t.depth})"
-
-
-def student_name(cfg: DictConfig) -> str:
-    """'S1' / 'S2' at the thesis's sizes, else e.g. 'S(w8)'."""
-    return {16: "S1", 32: "S2"}.get(cfg.student.width, f"S(w{cfg.student.width})")
 
 
 def dataset_label(cfg: DictConfig) -> str:
     """A human name of the dataset and split, e.g. 'phantom CT (20 patients, seed 0), ...'."""
-    name = (
-        f"phantom CT ({cfg.phantom.num_patients} patients, seed {cfg.phantom.seed})"
-        if cfg.data.name == "phantom"
-        else "MSD Task09_Spleen"
-    )
+    name = data_source(cfg).label(cfg)
     split = "patient split" if cfg.split == "patient" else "SLICE split (leaky, as the thesis)"
     return f"{name}, {split}, {cfg.image_size}x{cfg.image_size}"
 
@@ -96,7 +79,7 @@ def _protocol_departures(cfg: DictConfig) -> str:
             f"{base['batch_size']}, KD runs with {fit.optimizer} lr {fit.lr:g} batch "
             f"{fit.batch_size}"
         )
-    if cfg.protocol.select == "test_loss":
+    if cfg.protocol.select == SELECT_TEST_LOSS:
         departures.append("checkpoints chosen by the segmentation loss on the TEST set")
     if cfg.kd.heads == "random":
         departures.append("InfoNCE projection heads re-created untrained at every step")

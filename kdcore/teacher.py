@@ -1,38 +1,61 @@
 """The teacher's whole life: trained once (or loaded from its keyed cache), frozen for
-distillation, and optionally run once over every slice into a float16 output cache.
+distillation, and optionally run once over every slice into the teacher-output cache
+(``kdcore.teacher_cache``).
 
 A teacher's folder under ``work_dir/teachers/`` is keyed by the teacher's config, the
 data and the split, so any change to them trains a new teacher. It holds ``model.pt``
 (a plain state dict, loaded with ``weights_only=True``), ``meta.json`` (test metrics,
 parameters, wall time) and, with ``kd.teacher_cache``, ``outputs/`` (the taps).
+
+With ``teacher.workers = N > 1`` the teacher trains as a Ray Train job of N DeepSpeed
+engines (ZeRO stage ``teacher.zero_stage``; each worker trains on its share of every
+global batch, the same batches one process would see) through the same ``fit`` as one
+process, and fills the cache with the frozen teacher sharded by ZeRO-3. Worker files
+travel through Ray Train's checkpoints, so the workers may run on other nodes.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
+import ray.train
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from ray.train.torch import get_device
 from torch import Tensor, nn
 
-from kdcore.config import as_dict, resolve_device, stable_hash, teacher_settings
-from kdcore.data.batches import batches, to_tensors
+from kdcore.data.batches import batches, rank_share, to_tensors
 from kdcore.data.slices import SliceData
 from kdcore.data.splits import Splits
-from kdcore.io import atomic_dir, atomic_path, write_text_atomic
+from kdcore.io import atomic_path, write_text_atomic
 from kdcore.losses import MultiTaskLoss
-from kdcore.models import TransUNet, build_teacher, count_parameters
-from kdcore.names import teacher_name
+from kdcore.models import TAPS, count_parameters, teacher_name, teacher_network, teacher_settings
 from kdcore.progress import Log, Progress
-from kdcore.sharded import train_teacher_sharded, write_teacher_outputs_sharded
+from kdcore.runtime import connect, run_on_workers, sharded_teacher, worker_rank
+from kdcore.settings import as_dict, resolve_device, stable_hash
+from kdcore.teacher_cache import TeacherOutputs, cache_problem, write_outputs
 from kdcore.training import FitSettings, FitState, evaluate, fit, model_device
+from kdcore.zero import (
+    DeepSpeedBackend,
+    buffer_names,
+    held_parameters,
+    peak_rss_bytes,
+    rss_bytes,
+    sharded_frozen_teacher,
+    sharded_taps,
+    sharded_teacher_network,
+)
 
-TAPS = ("enc", "bottleneck", "dec", "logits")  # what distillation reads from a teacher
+TapsFn = Callable[[Tensor], dict[str, Tensor]]
 
 
 @dataclass
@@ -52,16 +75,15 @@ class Teacher:
         return load_weights(self.path)
 
 
-def teacher_network(cfg: DictConfig) -> nn.Module:
-    """A new (untrained) teacher of ``teacher.arch``: T1, the multi-task U-Net of
-    ``teacher.width`` and ``teacher.depth``, or T2, the multi-task TransUNet of
-    ``teacher.t2`` for ``image_size`` inputs."""
-    if cfg.teacher.arch == "t2":
-        t2 = cfg.teacher.t2
-        return TransUNet(
-            t2.width, tuple(t2.blocks), t2.hidden, t2.layers, t2.heads, t2.mlp, cfg.image_size
-        )
-    return build_teacher(cfg.teacher.width, cfg.teacher.depth)
+@dataclass
+class TeacherRun:
+    """A finished training run: the chosen epoch's weights (a plain state dict on CPU),
+    the fit state (history, chosen epoch, its validation Dice) and, on several workers,
+    the parameter elements each rank held."""
+
+    weights: dict[str, Tensor]
+    state: FitState
+    held: list[int] | None = None
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:
@@ -82,6 +104,14 @@ def teacher_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     return Path(cfg.work_dir).absolute() / "teachers" / key
 
 
+def teacher_epoch_line(h: dict[str, float], progress: str) -> str:
+    """One teacher epoch as the console shows it."""
+    return (
+        f"teacher epoch {progress}: loss {h['train_loss']:.4f} (seg {h['loss_seg']:.4f}, "
+        f"recon {h['loss_recon']:.4f}), val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
+    )
+
+
 def load_or_train_teacher(
     cfg: DictConfig, data: SliceData, splits: Splits, log: Log = print
 ) -> Teacher:
@@ -95,21 +125,16 @@ def load_or_train_teacher(
         return Teacher(folder, json.loads((folder / "meta.json").read_text()))
     name = teacher_name(cfg)
     start = time.perf_counter()
-    if cfg.teacher.workers > 1:
-        weights, run = train_teacher_sharded(cfg, data, splits, name, log)
-        model = teacher_network(cfg)
-        model.load_state_dict(weights)
-        model = model.to(resolve_device(cfg.device))
-        best_epoch, best_val = run["best_epoch"], run["best_val"]
-    else:
-        model, state = _train_teacher(cfg, data, splits, name, log)
-        best_epoch, best_val = state.best_epoch, state.best_val
+    run = train_teacher(cfg, data, splits, log)
+    model = teacher_network(cfg)
+    model.load_state_dict(run.weights)
+    model = model.to(resolve_device(cfg.device))
     meta = {
         "name": name,
         "params": count_parameters(model),
         "config": as_dict(cfg.teacher),
-        "best_epoch": best_epoch,
-        "val_dice": best_val,
+        "best_epoch": run.state.best_epoch,
+        "val_dice": run.state.best_val,
         "test": evaluate(model, data, splits.test),
         "wall_s": time.perf_counter() - start,
     }
@@ -121,41 +146,124 @@ def load_or_train_teacher(
     return Teacher(folder, meta)
 
 
-def _train_teacher(
-    cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
-) -> tuple[nn.Module, FitState]:
-    """Train the teacher in this process; return it at its chosen epoch and the fit state."""
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.teacher.seed)
-    model = teacher_network(cfg).to(device)
+def train_teacher(cfg: DictConfig, data: SliceData, splits: Splits, log: Log = print) -> TeacherRun:
+    """Train a new teacher on the training patients, in this process or, with
+    ``teacher.workers > 1``, on that many DeepSpeed workers; nothing is cached."""
+    if sharded_teacher(cfg):
+        return _train_on_workers(cfg, data, splits, teacher_name(cfg), log)
+    return _train_here(cfg, data, splits, teacher_name(cfg), log)
+
+
+def _fit_teacher(
+    cfg: DictConfig,
+    model: nn.Module,
+    forward: Callable[[Tensor], dict[str, Tensor]],
+    data: SliceData,
+    splits: Splits,
+    name: str,
+    backend=None,
+    on_epoch=None,
+) -> FitState:
+    """The teacher's training, whatever the backend: Dice+BCE (or the configured loss)
+    plus the reconstruction term, checkpoint chosen on validation Dice."""
     objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
-    settings = FitSettings(**as_dict(cfg.teacher.fit))
-    log(
-        f"teacher: training {name} ({count_parameters(model):,} params) on "
-        f"{len(splits.train)} slices for {settings.epochs} epochs"
-    )
-    progress = Progress(settings.epochs)
-
-    def on_epoch(state, _checkpoint):
-        h = state.history[-1]
-        log(
-            f"teacher epoch {progress.advance()}: loss {h['train_loss']:.4f} "
-            f"(seg {h['loss_seg']:.4f}, recon {h['loss_recon']:.4f}), "
-            f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
-        )
-
-    state = fit(
+    return fit(
         model,
-        lambda x, y, _idx: objective(model(x), x, y),
+        lambda x, y, _idx: objective(forward(x), x, y),
         data,
         splits.train,
         splits.val,
-        settings,
+        FitSettings(**as_dict(cfg.teacher.fit)),
         cfg.teacher.seed,
         on_epoch=on_epoch,
         name=f"teacher {name}",
+        backend=backend,
     )
-    return model, state
+
+
+def _train_here(
+    cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
+) -> TeacherRun:
+    """Train the teacher in this process."""
+    torch.manual_seed(cfg.teacher.seed)
+    model = teacher_network(cfg).to(resolve_device(cfg.device))
+    epochs = cfg.teacher.fit.epochs
+    log(
+        f"teacher: training {name} ({count_parameters(model):,} params) on "
+        f"{len(splits.train)} slices for {epochs} epochs"
+    )
+    progress = Progress(epochs)
+
+    def on_epoch(state: FitState, _checkpoint: dict) -> None:
+        log(teacher_epoch_line(state.history[-1], progress.advance()))
+
+    state = _fit_teacher(cfg, model, model, data, splits, name, on_epoch=on_epoch)
+    return TeacherRun({k: v.cpu() for k, v in model.state_dict().items()}, state)
+
+
+def _train_on_workers(
+    cfg: DictConfig, data: SliceData, splits: Splits, name: str, log: Log
+) -> TeacherRun:
+    """Train the teacher on ``teacher.workers`` DeepSpeed workers; the weights come back
+    consolidated from rank 0."""
+    connect(cfg, log)
+    epochs = cfg.teacher.fit.epochs
+    log(
+        f"teacher: training {name} on {len(splits.train)} slices for {epochs} epochs on "
+        f"{cfg.teacher.workers} workers (DeepSpeed ZeRO stage {cfg.teacher.zero_stage})"
+    )
+    config = {"cfg": as_dict(cfg), "data": ray.put(data), "splits": ray.put(splits)}
+    run = f"teacher-{name}-{int(time.time())}"
+    result = run_on_workers(_train_worker, config, cfg, run)
+    with result.checkpoint.as_directory() as folder:
+        weights = load_weights(Path(folder) / "model.pt")
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+        held = [
+            json.loads((Path(folder) / f"held-rank{r}.json").read_text())["held"]
+            for r in range(cfg.teacher.workers)
+        ]
+    state = FitState(
+        epoch=epochs,
+        best_val=summary["best_val"],
+        best_epoch=summary["best_epoch"],
+        history=summary["history"],
+    )
+    for h in state.history:
+        log(teacher_epoch_line(h, f"{h['epoch']}/{epochs}"))
+    return TeacherRun(weights, state, held)
+
+
+def _train_worker(config: dict) -> None:
+    """One worker of ``_train_on_workers`` (runs in a Ray Train worker process)."""
+    cfg = OmegaConf.create(config["cfg"])
+    data: SliceData = ray.get(config["data"])
+    splits: Splits = ray.get(config["splits"])
+    rank, world = worker_rank()
+    device = get_device()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    stage = cfg.teacher.zero_stage
+    torch.manual_seed(cfg.teacher.seed)  # every rank builds the same initial teacher
+    bf16 = device.type == "cuda"
+    model = sharded_teacher_network(cfg, stage, cfg.teacher.fit.batch_size, bf16).to(device)
+    backend = DeepSpeedBackend(model, stage, lambda: teacher_network(cfg), rank, world)
+    state = _fit_teacher(cfg, model, backend, data, splits, teacher_name(cfg), backend)
+    with tempfile.TemporaryDirectory() as folder:
+        held = {"held": held_parameters(model, stage)}
+        (Path(folder) / f"held-rank{rank}.json").write_text(json.dumps(held))
+        if rank == 0:
+            torch.save(state.best_model, Path(folder) / "model.pt")
+            summary = {
+                "best_epoch": state.best_epoch,
+                "best_val": state.best_val,
+                "history": state.history,
+            }
+            (Path(folder) / "summary.json").write_text(json.dumps(summary))
+        ray.train.report(
+            {"epoch": state.epoch}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+        )
+
+
+# ---- the frozen teacher -----------------------------------------------------------------
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
@@ -189,56 +297,21 @@ def teacher_taps(teacher: nn.Module, x: Tensor) -> dict[str, Tensor]:
     }
 
 
-# ---- the teacher-output cache ----------------------------------------------------------
-# Without augmentation a teacher's taps for a slice never change, so a grid can read them
-# from disk instead of running the teacher at every step: memory-mapped float16 arrays in
-# the teacher's folder (keyed by teacher and data, so a new teacher gets a new cache).
+def live_teacher(
+    cfg: DictConfig, weights: dict[str, Tensor], device: torch.device, sharded: bool
+) -> tuple[nn.Module, TapsFn]:
+    """The frozen teacher and the function giving its taps of a batch: in this process
+    (``teacher_taps``), or sharded by ZeRO-3 across the ranks of a Ray Train job
+    (``sharded``: every rank must call it at once; rank 0 needs the whole ``weights``,
+    the others only the buffers)."""
+    if sharded:
+        engine = sharded_frozen_teacher(cfg, weights, device)
+        return engine.module, lambda x: sharded_taps(engine, x)
+    teacher = frozen_teacher(cfg, weights, device)
+    return teacher, lambda x: teacher_taps(teacher, x)
 
 
-def write_teacher_outputs(
-    teacher: nn.Module, data: SliceData, folder: Path, batch_size: int = 32
-) -> None:
-    """Run ``teacher`` once over every slice of ``data`` and store its taps in ``folder``."""
-    device = model_device(teacher)
-    n = len(data)
-    with atomic_dir(folder) as tmp:
-        arrays = {}
-        for idx in batches(np.arange(n), batch_size, None):
-            x, _ = to_tensors(data, idx, device)
-            taps = teacher_taps(teacher, x)
-            for name in TAPS:
-                if name not in arrays:
-                    shape = (n, *taps[name].shape[1:])
-                    arrays[name] = np.lib.format.open_memmap(
-                        tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=shape
-                    )
-                arrays[name][idx] = taps[name].cpu().numpy()
-        for array in arrays.values():
-            array.flush()
-        per_slice = sum(a[0].nbytes for a in arrays.values())
-        meta = {"data": data.key, "slices": n, "bytes_per_slice": per_slice}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-
-
-class TeacherOutputs:
-    """Read-only view of a teacher-output cache: ``outputs(idx, device)`` -> tap dict."""
-
-    def __init__(self, folder: Path, data: SliceData):
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta["data"] != data.key or meta["slices"] != len(data):
-            raise ValueError(f"teacher-output cache {folder} was made for other data")
-        self.bytes_per_slice = meta["bytes_per_slice"]
-        self.arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in TAPS}
-
-    def __call__(self, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-        """Taps of slices ``idx`` (sorted) as float32 tensors on ``device``.
-
-        float16 is moved first (half the bytes to a GPU) and widened there; torch also
-        widens faster than numpy on CPU.
-        """
-        return {
-            name: torch.from_numpy(a[idx]).to(device).float() for name, a in self.arrays.items()
-        }
+# ---- the teacher-output cache -----------------------------------------------------------
 
 
 def outputs_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
@@ -246,28 +319,124 @@ def outputs_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     return teacher_dir(cfg, data, splits) / "outputs"
 
 
+def _taps_of_slices(
+    taps_of: TapsFn, data: SliceData, mine: np.ndarray, device: torch.device, steps: int
+):
+    """(indices, float16 taps) of ``mine`` in batches of 32, over ``steps`` forward passes
+    (a rank past its last slice repeats one and drops it, so that ranks step together)."""
+    size = 32
+    for step in range(steps):
+        idx = mine[step * size : (step + 1) * size]
+        x, _ = to_tensors(data, idx if len(idx) else mine[:1], device)
+        taps = taps_of(x)
+        if len(idx):
+            yield idx, {name: taps[name].cpu().numpy().astype(np.float16) for name in TAPS}
+
+
+def write_teacher_outputs(teacher: nn.Module, data: SliceData, folder: Path) -> None:
+    """Run the frozen ``teacher`` once over every slice of ``data``; store its taps in
+    ``folder``."""
+    device = model_device(teacher)
+    everything = np.arange(len(data))
+    steps = len(list(batches(everything, 32, None)))
+    taps_of = lambda x: teacher_taps(teacher, x)  # noqa: E731
+    write_outputs(folder, data, _taps_of_slices(taps_of, data, everything, device, steps))
+
+
 def teacher_outputs(teacher: nn.Module, data: SliceData, folder: Path) -> TeacherOutputs:
-    """The cache in ``folder``, written first if it does not exist yet."""
-    if not (folder / "meta.json").is_file():
+    """The cache in ``folder``, written first if it is missing or damaged."""
+    if cache_problem(folder, data) is not None:
         write_teacher_outputs(teacher, data, folder)
     return TeacherOutputs(folder, data)
 
 
 def prepare_teacher_outputs(
     cfg: DictConfig, data: SliceData, splits: Splits, weights: dict[str, Tensor], log: Log
-) -> None:
-    """Write the teacher-output cache once, before trials start reading it."""
+) -> TeacherOutputs:
+    """Write the teacher-output cache once, before trials start reading it (rebuilding a
+    damaged one, and saying so)."""
     folder = outputs_dir(cfg, data, splits)
-    if not (folder / "meta.json").is_file():
-        log(f"teacher outputs: caching the taps of {len(data)} slices in {folder}")
-    if cfg.teacher.workers > 1 and not (folder / "meta.json").is_file():
-        run = write_teacher_outputs_sharded(cfg, weights, data, folder, log)
-        held = ", ".join(f"{r['held']:,}" for r in run["ranks"])
-        log(
-            f"teacher outputs: ZeRO-3 over {run['workers']} workers holding {held} "
-            f"parameter elements each, in {run['wall_s']:.1f}s"
-        )
-    outputs = teacher_outputs(
-        frozen_teacher(cfg, weights, resolve_device(cfg.device)), data, folder
-    )
+    problem = cache_problem(folder, data)
+    if problem is not None:
+        why = "" if problem == "it does not exist" else f" (the cache is damaged: {problem})"
+        log(f"teacher outputs: caching the taps of {len(data)} slices in {folder}{why}")
+        if sharded_teacher(cfg):
+            run = write_outputs_on_workers(cfg, weights, data, folder, log)
+            held = ", ".join(f"{r['held']:,}" for r in run["ranks"])
+            log(
+                f"teacher outputs: ZeRO-3 over {run['workers']} workers holding {held} "
+                f"parameter elements each, in {run['wall_s']:.1f}s"
+            )
+        else:
+            teacher = frozen_teacher(cfg, weights, resolve_device(cfg.device))
+            write_teacher_outputs(teacher, data, folder)
+    outputs = TeacherOutputs(folder, data)
     log(f"teacher outputs: {outputs.bytes_per_slice / 1024:.0f} KiB per slice (float16)")
+    return outputs
+
+
+def write_outputs_on_workers(
+    cfg: DictConfig, weights: dict[str, Tensor], data: SliceData, folder: Path, log: Log
+) -> dict[str, Any]:
+    """Fill the cache in ``folder`` with the frozen teacher sharded by ZeRO stage 3 over
+    ``teacher.workers`` workers, each computing the taps of its share of the slices.
+    Returns what each rank held and how long it took."""
+    connect(cfg, log)
+    config = {
+        "cfg": as_dict(cfg),
+        "weights": ray.put(weights),  # for rank 0; the others need only the buffers
+        "buffers": ray.put({k: weights[k] for k in buffer_names(cfg)}),
+        "data": ray.put(data),
+    }
+    start = time.perf_counter()
+    run = f"teacher-outputs-{folder.parent.name}-{int(time.time())}"
+    result = run_on_workers(_outputs_worker, config, cfg, run)
+    report: dict[str, Any] = {"workers": cfg.teacher.workers, "ranks": []}
+    with result.checkpoint.as_directory() as shards:
+        parts = []
+        for rank in range(cfg.teacher.workers):
+            part = np.load(Path(shards) / f"taps-rank{rank}.npz")
+            report["ranks"].append(json.loads((Path(shards) / f"rank{rank}.json").read_text()))
+            parts.append((part["idx"], {name: part[name] for name in TAPS}))
+        write_outputs(folder, data, parts)
+    report["wall_s"] = time.perf_counter() - start
+    return report
+
+
+def _outputs_worker(config: dict) -> None:
+    """One worker of ``write_outputs_on_workers``."""
+    cfg = OmegaConf.create(config["cfg"])
+    data: SliceData = ray.get(config["data"])
+    rank, world = worker_rank()
+    device = get_device()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    rss_start = rss_bytes()
+    weights = ray.get(config["weights"] if rank == 0 else config["buffers"])
+    teacher, taps_of = live_teacher(cfg, weights, device, sharded=True)
+    del weights
+    everything = np.arange(len(data))
+    mine = rank_share(everything, rank, world)
+    steps = math.ceil(len(rank_share(everything, 0, world)) / 32)
+    start = time.perf_counter()
+    out = list(_taps_of_slices(taps_of, data, mine, device, steps))
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    with tempfile.TemporaryDirectory() as folder:
+        np.savez(
+            Path(folder) / f"taps-rank{rank}.npz",
+            idx=mine,
+            **{name: np.concatenate([taps[name] for _, taps in out]) for name in TAPS},
+        )
+        info = {
+            "rank": rank,
+            "held": held_parameters(teacher, 3),
+            "slices": len(mine),
+            "seconds": seconds,
+            "cuda_peak_bytes": peak,
+            "rss_start_bytes": rss_start,
+            "rss_peak_bytes": peak_rss_bytes(),
+        }
+        (Path(folder) / f"rank{rank}.json").write_text(json.dumps(info))
+        ray.train.report(
+            {"slices": len(mine)}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+        )

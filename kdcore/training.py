@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from kdcore.augment import augment_batch, augmenter
@@ -119,6 +120,104 @@ class FitState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class Backend:
+    """How ``fit`` takes a step: here, one process with a plain optimiser.
+
+    Subclasses run a step on several ranks (``DataParallel``; a DeepSpeed engine in
+    ``kdcore.zero``); ``fit`` itself does not change with the backend.
+    """
+
+    rank, world = 0, 1
+
+    def bind(self, params: list[nn.Parameter], settings: FitSettings, train_idx: np.ndarray):
+        """Build the optimiser and schedule of ``settings`` over ``params``."""
+        self.optimizer = build_optimizer(params, settings)
+        self.schedule = build_schedule(self.optimizer, settings, train_idx)
+        self.params = params
+
+    def share(self, batch: np.ndarray) -> np.ndarray:
+        """This rank's slices of a batch (all of it in one process)."""
+        return batch
+
+    def check(self, name: str, epoch: int, values: dict[str, float]) -> None:
+        """Stop at once, with what went non-finite, when the loss of this step did."""
+        if not math.isfinite(values["train_loss"]):
+            raise NonFiniteLossError(_non_finite_message(name, epoch, values))
+
+    def step(self, loss: Tensor, share: int, batch: int) -> None:
+        """One optimiser and schedule step on ``loss`` (of ``share`` of ``batch`` slices)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+
+    def totals(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+        """An epoch's loss sums and sample count over every rank."""
+        return sums, count
+
+    def validate(self, model: nn.Module, data: SliceData, idx: np.ndarray) -> dict[str, float]:
+        """The metrics ``fit`` picks its checkpoint by (the same on every rank)."""
+        return evaluate(model, data, idx)
+
+    def snapshot(self, model: nn.Module) -> dict[str, Tensor]:
+        """A copy of the model's weights at the epoch just validated."""
+        return copy.deepcopy(model.state_dict())
+
+    def restore(self, model: nn.Module, weights: dict[str, Tensor]) -> None:
+        """Load the chosen epoch's weights back into the model."""
+        model.load_state_dict(weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser and schedule, for a resumable checkpoint."""
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the optimiser and schedule of ``state_dict``."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+
+class DataParallel(Backend):
+    """Rank ``rank`` of ``world`` in a torch.distributed process group: it trains on its
+    share of every batch (``rank_share``) and averages the gradients over ranks with an
+    all-reduce, as DDP does, so every rank takes the step of the whole batch's mean loss
+    (up to the batch Dice and BatchNorm statistics, which each rank takes on its share)."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def share(self, batch: np.ndarray) -> np.ndarray:
+        return rank_share(batch, self.rank, self.world)
+
+    def check(self, name: str, epoch: int, values: dict[str, float]) -> None:
+        # every rank stops at the same step (one alone would leave the others waiting in
+        # the next all-reduce): the ranks add up how many of them went non-finite
+        bad = torch.tensor([0.0 if math.isfinite(values["train_loss"]) else 1.0])
+        dist.all_reduce(bad)
+        if bad.item():
+            if math.isfinite(values["train_loss"]):
+                raise NonFiniteLossError(
+                    f"{name}: the loss became non-finite in epoch {epoch} on another of the "
+                    f"{self.world} ranks. Lower the learning rate or the KD weights, or check "
+                    "the data"
+                )
+            super().check(f"{name} (rank {self.rank})", epoch, values)
+
+    def weight(self, share: int, batch: int) -> float:
+        """Each rank's mean loss weighted so that the averaged gradient is the batch's."""
+        return self.world * share / batch
+
+    def step(self, loss: Tensor, share: int, batch: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * self.weight(share, batch)).backward()
+        _average_gradients(self.params, self.world)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def totals(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+        return _sum_over_ranks(sums, count)
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -132,8 +231,7 @@ def fit(
     resume: dict[str, Any] | None = None,
     name: str = "training",
     select: Callable[[nn.Module], float] | None = None,
-    rank: int = 0,
-    world: int = 1,
+    backend: Backend | None = None,
 ) -> FitState:
     """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
     on val (``idx``: the batch's slice indices, for per-slice caches).
@@ -148,30 +246,27 @@ def fit(
     Each epoch's history entry holds the mean loss (``train_loss``) and the mean of each
     part of it (``loss_<part>``, e.g. ``loss_seg``, ``loss_bottleneck``), the validation
     Dice, and the seconds of the training steps (``train_s``) and of the whole epoch. A
-    non-finite loss stops training at once with a ``NonFiniteLossError`` naming ``name``,
-    the epoch and the non-finite parts.
+    non-finite loss stops training at the step it happens, on every backend, with a
+    ``NonFiniteLossError`` naming ``name``, the epoch and the non-finite parts.
     ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
     same dict back).
 
-    With ``world > 1`` (in a torch.distributed process group) this is rank ``rank`` of a
-    data-parallel run: it trains on its share of every batch (``rank_share``) and averages
-    the gradients over ranks with an all-reduce, as DDP does, so every rank takes the
-    step of the whole batch's mean loss (up to the batch Dice and BatchNorm statistics,
-    which each rank takes on its share); the history holds the whole batch's losses.
+    ``backend`` takes the steps: one process by default; ``DataParallel`` for rank
+    ``rank`` of a data-parallel run (the history then holds the whole batch's losses);
+    ``kdcore.zero.DeepSpeedBackend`` for a DeepSpeed engine.
     """
+    backend = backend or Backend()
     device = model_device(model)
     params = list(model.parameters())
     if extra_modules is not None:
         params += list(extra_modules.parameters())
-    optimizer = build_optimizer(params, settings)
-    schedule = build_schedule(optimizer, settings, train_idx)
+    backend.bind(params, settings, train_idx)
     state = FitState()
     if resume is not None:
         model.load_state_dict(resume["model"])
         if extra_modules is not None:
             extra_modules.load_state_dict(resume["extra"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["schedule"])
+        backend.load_state_dict(resume)
         state = FitState(**resume["state"])
     model.train()
     while state.epoch < settings.epochs:
@@ -183,7 +278,7 @@ def fit(
         sums: dict[str, float] = {}
         count = 0
         for batch in batches(train_idx, settings.batch_size, rng):
-            idx = rank_share(batch, rank, world) if world > 1 else batch
+            idx = backend.share(batch)
             # every rank steps together; one without samples runs one with weight 0
             x, y = to_tensors(data, idx if len(idx) else batch[:1], device)
             if augment is not None:
@@ -192,28 +287,19 @@ def fit(
             # one device-to-host copy for the loss and its parts
             numbers = torch.stack([loss.detach(), *parts.values()]).float().tolist()
             values = dict(zip(["train_loss", *(f"loss_{k}" for k in parts)], numbers, strict=True))
-            if not math.isfinite(values["train_loss"]):
-                raise NonFiniteLossError(_non_finite_message(name, state.epoch + 1, values))
-            optimizer.zero_grad(set_to_none=True)
-            if world > 1:
-                (loss * (world * len(idx) / len(batch))).backward()
-                _average_gradients(params, world)
-            else:
-                loss.backward()
-            optimizer.step()
-            schedule.step()
+            backend.check(name, state.epoch + 1, values)
+            backend.step(loss, len(idx), len(batch))
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
-        if world > 1:
-            sums, count = _sum_over_ranks(sums, count)
+        sums, count = backend.totals(sums, count)
         trained = time.perf_counter()
-        val = evaluate(model, data, val_idx)
+        val = backend.validate(model, data, val_idx)
         state.epoch += 1
         score = val["dice"] if select is None else select(model)
         if score > state.best_score:
             state.best_score, state.best_val, state.best_epoch = score, val["dice"], state.epoch
-            state.best_model = copy.deepcopy(model.state_dict())
+            state.best_model = backend.snapshot(model)
         state.history.append(
             {
                 "epoch": state.epoch,
@@ -227,19 +313,16 @@ def fit(
             checkpoint = {
                 "model": model.state_dict(),
                 "extra": extra_modules.state_dict() if extra_modules is not None else {},
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
+                **backend.state_dict(),
                 "state": vars(state),
             }
             on_epoch(state, checkpoint)
-    model.load_state_dict(state.best_model)
+    backend.restore(model, state.best_model)
     return state
 
 
 def _average_gradients(params: list[nn.Parameter], world: int) -> None:
     """Average the gradients over the ``world`` ranks (all-reduce), as DDP does."""
-    import torch.distributed as dist
-
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
@@ -250,8 +333,6 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
 
 def _sum_over_ranks(sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
     """An epoch's loss sums and sample count added up over every rank."""
-    import torch.distributed as dist
-
     total = torch.tensor([count, *sums.values()], dtype=torch.float64)
     dist.all_reduce(total)
     return dict(zip(sums, total[1:].tolist(), strict=True)), int(total[0])

@@ -1,31 +1,36 @@
 """One student trial: train a baseline or KD student, return its row of test metrics.
 
-Every Ray Tune trial calls ``run_trial``; so can a script or a test, in-process.
+Every Ray Tune trial calls ``run_trial`` (or, when each trial spans several workers,
+``run_trial_on_workers``); so can a script or a test, in-process.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
+import ray.train
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from kdcore.config import as_dict, resolve_device
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
-from kdcore.models import build_student, count_parameters
-from kdcore.names import student_name, teacher_name
+from kdcore.models import build_student, count_parameters, student_name, teacher_name
 from kdcore.progress import Log
-from kdcore.sharded import sharded_frozen_teacher, sharded_taps
-from kdcore.teacher import frozen_teacher, outputs_dir, teacher_dir, teacher_outputs, teacher_taps
-from kdcore.training import FitSettings, FitState, evaluate, fit, mean_loss, predict
+from kdcore.protocols import SELECT_TEST_LOSS
+from kdcore.runtime import run_on_workers, worker_rank
+from kdcore.settings import as_dict, resolve_device
+from kdcore.teacher import live_teacher, outputs_dir, teacher_dir, teacher_outputs
+from kdcore.training import DataParallel, FitSettings, FitState, evaluate, fit, mean_loss, predict
 
 
 def epoch_line(state: FitState, weights: dict[str, float]) -> str:
@@ -70,7 +75,7 @@ def test_loss_selection(
 ) -> Callable[[torch.nn.Module], float] | None:
     """None (checkpoints chosen on validation Dice), or with ``protocol.select=test_loss``
     the thesis's choice: the lowest segmentation loss on the TEST slices."""
-    if cfg.protocol.select != "test_loss":
+    if cfg.protocol.select != SELECT_TEST_LOSS:
         return None
     return lambda model: -mean_loss(model, seg_loss, data, test_idx)
 
@@ -84,8 +89,7 @@ def run_trial(
     resume: dict | None = None,
     log: Log | None = None,
     evaluate_test: bool = True,
-    rank: int = 0,
-    world: int = 1,
+    ranks: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train one student (baseline or KD variant) and return its row of test metrics
     (``evaluate_test=False``, for tuning: only its validation Dice, best epoch and
@@ -98,9 +102,9 @@ def run_trial(
     ``history`` holds every epoch's losses (the total and each term, unweighted),
     validation Dice and seconds, and ``cases`` the test counts of each patient.
 
-    With ``world > 1`` this is rank ``rank`` of a trial spanning ``world`` workers
-    (``kdcore.sharded.run_sharded_trial``): the student data-parallel, the teacher sharded
-    by ZeRO-3 across the workers.
+    With ``ranks = (rank, world)`` this is one rank of a trial spanning ``world`` workers
+    (``run_trial_on_workers``): the student data-parallel, the teacher sharded by ZeRO-3
+    across the workers.
     """
     start = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -114,12 +118,7 @@ def run_trial(
     teacher = taps_of = None
     if terms:
         weights = teachers[teacher_dir(cfg, data, splits).name]
-        if world > 1:
-            engine = sharded_frozen_teacher(cfg, weights, device)
-            teacher, taps_of = engine.module, lambda x: sharded_taps(engine, x)
-        else:
-            teacher = frozen_teacher(cfg, weights, device)
-            taps_of = lambda x: teacher_taps(teacher, x)  # noqa: E731
+        teacher, taps_of = live_teacher(cfg, weights, device, sharded=ranks is not None)
     objective = DistillationLoss(
         terms,
         cfg.kd.weights,
@@ -162,8 +161,7 @@ def run_trial(
         resume=resume,
         name=f"variant {label!r} seed {seed}",
         select=test_loss_selection(cfg, objective.seg, data, splits.test),
-        rank=rank,
-        world=world,
+        backend=DataParallel(*ranks) if ranks is not None else None,
     )
     if not evaluate_test:
         return {
@@ -199,3 +197,36 @@ def run_trial(
             for vid, tp, fp, fn in test["volumes"]
         ],
     }
+
+
+def run_trial_on_workers(
+    cfg: DictConfig, variant: str, seed: int, teachers: dict | None
+) -> dict[str, Any]:
+    """``run_trial`` on ``teacher.workers`` Ray Train workers: the student replicated and
+    data-parallel, the teacher sharded by ZeRO-3. Returns rank 0's row."""
+    config = {
+        "cfg": as_dict(cfg),
+        "variant": variant,
+        "seed": seed,
+        "teachers": ray.put(teachers),
+    }
+    run = f"trial-{abs(hash((variant, seed, time.time()))):x}"
+    result = run_on_workers(_trial_worker, config, cfg, run)
+    with result.checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / "row.json").read_text())
+
+
+def _trial_worker(config: dict) -> None:
+    """One worker of ``run_trial_on_workers``."""
+    cfg = OmegaConf.create(config["cfg"])
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+    rank, world = worker_rank()
+    teachers = ray.get(config["teachers"])
+    row = run_trial(cfg, config["variant"], config["seed"], teachers, ranks=(rank, world))
+    # Ray Train V2 keeps a report's metrics only with a checkpoint: the row travels as one
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:
+            (Path(folder) / "row.json").write_text(json.dumps(row))
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({}, checkpoint=checkpoint)

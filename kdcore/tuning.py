@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 from ray import tune
 
-from kdcore.config import cell_labels
+from kdcore.axes import cell_labels
 from kdcore.losses import METHODS, parse_term, parse_variant, term_weight
 
 

@@ -4,17 +4,12 @@ each kind are refused in-process (the CLI's handling of them: test_bad_inputs.py
 import pytest
 from hydra import compose, initialize_config_dir
 
-from kdcore.config import (
-    axis_cells,
-    cell_config,
-    check_config,
-    check_ray_address,
-    leaves,
-    rule_for,
-)
+from kdcore.axes import axis_cells, cell_config
 from kdcore.errors import ConfigError
+from kdcore.gate import check_config, check_ray_address, rule_for
 from kdcore.models import build_student, build_teacher, count_parameters
 from kdcore.names import table_dir
+from kdcore.settings import leaves
 from tests.conftest import REPO
 
 PROFILES = ["smoke", "quick", "paper"]

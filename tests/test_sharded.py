@@ -9,17 +9,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import kdcore
-from kdcore.config import absolute_paths
+from kdcore.data.batches import rank_share
 from kdcore.data.prepare import prepare_data
-from kdcore.models import build_teacher, count_parameters
-from kdcore.sharded import rank_share, train_teacher_sharded, write_teacher_outputs_sharded
+from kdcore.models import build_teacher, count_parameters, teacher_network
+from kdcore.settings import absolute_paths, with_settings
 from kdcore.teacher import (
-    TeacherOutputs,
-    _train_teacher,
     freeze,
-    teacher_network,
+    train_teacher,
+    write_outputs_on_workers,
     write_teacher_outputs,
 )
+from kdcore.teacher_cache import TeacherOutputs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_sharded_output_cache_equals_the_single_process_cache(tmp_path, local_ra
     single = freeze(teacher_network(cfg))
     single.load_state_dict(weights)
     write_teacher_outputs(single, data, tmp_path / "one")
-    run = write_teacher_outputs_sharded(cfg, weights, data, tmp_path / "two", print)
+    run = write_outputs_on_workers(cfg, weights, data, tmp_path / "two", print)
     one, two = TeacherOutputs(tmp_path / "one", data), TeacherOutputs(tmp_path / "two", data)
     idx = np.arange(len(data))
     for name, tensor in one(idx).items():
@@ -78,18 +78,18 @@ def test_sharded_output_cache_equals_the_single_process_cache(tmp_path, local_ra
 def test_two_worker_training_follows_the_single_process_loss_curve(tmp_path, local_ray):
     cfg = make(tmp_path, "teacher.fit.epochs=4")
     data, splits = prepare_data(cfg, print)
-    _, state = _train_teacher(cfg, data, splits, "T", print)
-    weights, run = train_teacher_sharded(cfg, data, splits, "T", print)
-    one = np.array([h["train_loss"] for h in state.history])
-    two = np.array([h["train_loss"] for h in run["history"]])
+    one_process = train_teacher(with_settings(cfg, {"teacher.workers": 1}), data, splits, print)
+    run = train_teacher(cfg, data, splits, print)
+    one = np.array([h["train_loss"] for h in one_process.state.history])
+    two = np.array([h["train_loss"] for h in run.state.history])
     # the same global batches; each rank's batch Dice and BatchNorm statistics are taken
     # on its half, so the curves agree closely but not exactly (measured: 0.08% at most)
     assert np.abs(two / one - 1).max() < 0.01
-    assert run["best_epoch"] in range(1, 5) and 0 <= run["best_val"] <= 1
+    assert run.state.best_epoch in range(1, 5) and 0 <= run.state.best_val <= 1
     total = count_parameters(build_teacher(cfg.teacher.width, cfg.teacher.depth))
-    assert all(abs(h - total / 2) <= 0.01 * total for h in run["held"])  # ZeRO-3: half each
+    assert all(abs(h - total / 2) <= 0.01 * total for h in run.held)  # ZeRO-3: half each
     teacher = build_teacher(cfg.teacher.width, cfg.teacher.depth)
-    teacher.load_state_dict(weights)  # a consolidated plain state dict
+    teacher.load_state_dict(run.weights)  # a consolidated plain state dict
 
 
 def test_a_job_with_a_two_worker_teacher_writes_its_table(tmp_path, local_ray):

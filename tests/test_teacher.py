@@ -5,7 +5,8 @@ from kdcore.data.batches import to_tensors
 from kdcore.data.msd import list_cases
 from kdcore.data.slices import SliceSettings, load_slices
 from kdcore.models import build_teacher
-from kdcore.teacher import TeacherOutputs, teacher_outputs
+from kdcore.teacher import teacher_outputs
+from kdcore.teacher_cache import TeacherOutputs
 
 
 def test_cached_taps_match_the_live_teacher_in_float16(tiny_msd, tmp_path, monkeypatch):

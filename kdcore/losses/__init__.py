@@ -9,6 +9,7 @@ from kdcore.losses.channel_wise import ChannelWiseLoss, channel_wise_kl
 from kdcore.losses.compiled import CompiledLoss, maybe_compile
 from kdcore.losses.contrastive import ContrastiveTapLoss, info_nce
 from kdcore.losses.distillation import (
+    BASELINE,
     DEFAULT_SETTINGS,
     MTMS_TERMS,
     THESIS_WEIGHTS,
@@ -29,6 +30,7 @@ from kdcore.losses.registry import METHODS, KDMethod, register_method, temperatu
 from kdcore.losses.segmentation import SEG_LOSSES, build_seg_loss
 
 __all__ = [
+    "BASELINE",
     "DEFAULT_SETTINGS",
     "METHODS",
     "MTMS_TERMS",

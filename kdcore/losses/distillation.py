@@ -37,11 +37,20 @@ DEFAULT_SETTINGS = {
 }
 
 
+BASELINE = "baseline"  # the one name of the variant without KD terms, in specs and tables
+
+
 class Variant(NamedTuple):
-    """A grid entry: its label (for tables) and its KD terms (empty for the baseline)."""
+    """A grid entry, parsed once (``parse_variant``): its label (for tables) and its KD
+    terms (empty for the baseline)."""
 
     label: str
     terms: tuple[str, ...]
+
+    @property
+    def is_baseline(self) -> bool:
+        """True for the variant without KD terms, which every KD row is compared with."""
+        return not self.terms
 
 
 def _unknown_term(term: str) -> ConfigError:
@@ -82,14 +91,29 @@ def canonical_term(term: str) -> str:
 
 
 def parse_variant(variant: str) -> Variant:
-    """'baseline' -> no terms; 'all' -> the MTMS terms; 'label:t1+t2' -> labelled terms."""
+    """'baseline' -> no terms; 'all' -> the MTMS terms; 'label:t1+t2' -> labelled terms.
+
+    The baseline is always labelled 'baseline' (tables compare every KD row with it), and
+    no KD variant may be: either is refused with a ConfigError.
+    """
     label, _, spec = variant.rpartition(":")
     label = label or spec
-    if spec == "baseline":
-        return Variant(label, ())
-    if spec == "all":
-        return Variant(label, MTMS_TERMS)
-    terms = tuple(dict.fromkeys(canonical_term(t) for t in spec.split("+")))  # drop repeats
+    if spec == BASELINE:
+        terms: tuple[str, ...] = ()
+    elif spec == "all":
+        terms = MTMS_TERMS
+    else:
+        terms = tuple(dict.fromkeys(canonical_term(t) for t in spec.split("+")))  # no repeats
+    if not terms and label != BASELINE:
+        raise ConfigError(
+            f"variant {variant!r}: the variant without KD terms is the baseline and keeps "
+            f"the label {BASELINE!r} (tables compare every KD row with it): write 'baseline'"
+        )
+    if terms and label == BASELINE:
+        raise ConfigError(
+            f"variant {variant!r} has KD terms but the label {BASELINE!r}, which names the "
+            "variant without them: give it another label"
+        )
     return Variant(label, terms)
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from kdcore.models.unet import TAPS
+from kdcore.models.unet import FEATURE_TAPS
 
-FEATURE_SCALES = TAPS  # enc, bottleneck, dec: feature maps of teacher and student
+FEATURE_SCALES = FEATURE_TAPS  # enc, bottleneck, dec: feature maps of teacher and student
 LOGITS = ("logits",)  # the prediction map
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-TAPS = ("enc", "bottleneck", "dec")
+FEATURE_TAPS = ("enc", "bottleneck", "dec")  # feature maps of every network
+TAPS = (*FEATURE_TAPS, "logits")  # what distillation reads from a teacher
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

@@ -53,6 +53,6 @@ def smoke_numbers(tmp: Path) -> dict[str, dict[str, float]]:
         name = f"{row['variant']}-seed{row['seed']}"
         history = pd.read_csv(paths[0].parent / "history" / f"{name}.csv")
         last = history.iloc[-1]
-        losses = {k: float(last[k]) for k in history.columns if k.startswith(("train_loss", "loss_"))}
+        losses = {k: float(last[k]) for k in history if k.startswith(("train_loss", "loss_"))}
         out[name] = {**{k: float(row[k]) for k in COLUMNS}, **losses}
     return out

@@ -6,12 +6,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from kdcore.config import absolute_paths
 from kdcore.data.batches import to_tensors
 from kdcore.data.prepare import prepare_data
-from kdcore.models import count_parameters
+from kdcore.models import count_parameters, teacher_network
 from kdcore.models.transunet import PATCH_STRIDE, TransUNet
-from kdcore.teacher import teacher_network
+from kdcore.settings import absolute_paths
 from tests.conftest import REPO
 
 

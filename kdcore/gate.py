@@ -1,5 +1,4 @@
-"""The resolved config: one gate that checks all of it before any work starts, plus the
-helpers every stage uses to read it (plain dicts, hashes, the device).
+"""The gate: one check of the whole resolved config before any work starts.
 
 ``check_config`` checks every key of ``configs/`` against a rule (``RULES``: types and
 ranges), then the enumerations and the rules that span keys, then the outside world
@@ -9,8 +8,6 @@ composes every shipped config and checks that each key has its rule.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import socket
@@ -21,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kdcore.data.slices import SliceSettings
+from kdcore.axes import NOT_AXES, axis_cells, axis_settings, cell_config, grid_axes
+from kdcore.data.prepare import slice_settings
+from kdcore.data.sources import DATASETS
 from kdcore.data.splits import SPLIT_MODES
 from kdcore.errors import ConfigError
 from kdcore.losses import (
@@ -37,11 +36,13 @@ from kdcore.losses import (
 )
 from kdcore.losses.contrastive import HEADS
 from kdcore.losses.prediction_map import PMD_MODES
-from kdcore.models import TEACHER_ARCHS
+from kdcore.models import TEACHERS
+from kdcore.models.teachers import teacher_arch
+from kdcore.protocols import PROTOCOLS, SELECTIONS
+from kdcore.settings import leaves
+from kdcore.tracking import SETTINGS as TRACKING_SETTINGS
 from kdcore.training import OPTIMIZERS, SCHEDULES
 
-DATASETS = ("phantom", "msd_spleen")
-PROTOCOLS = ("fair", "thesis")
 DEVICES = ("auto", "cpu", "cuda")
 RAY_CONNECT_TIMEOUT_S = 5.0
 
@@ -183,7 +184,7 @@ RULES: dict[str, Rule] = {
     "teacher.seed": SEED,
     "teacher.seg_loss": one_of(*SEG_LOSSES),
     "teacher.recon_weight": NON_NEGATIVE,
-    "teacher.arch": one_of(*TEACHER_ARCHS),
+    "teacher.arch": one_of(*TEACHERS),
     "teacher.t2.width": integer(1),
     "teacher.t2.blocks": list_of(integer(1), length=3),
     "teacher.t2.hidden": integer(1),
@@ -196,7 +197,7 @@ RULES: dict[str, Rule] = {
     "student.seg_loss": one_of(*SEG_LOSSES),
     "protocol.name": one_of(*PROTOCOLS),
     "protocol.baseline_fit": Rule("null, or a mapping of student.fit keys", lambda v: v is None),
-    "protocol.select": one_of("val_dice", "test_loss"),
+    "protocol.select": one_of(*SELECTIONS),
     "kd.heads": one_of(*HEADS),
     "kd.pmd_mode": one_of(*PMD_MODES),
     "tune": BOOLEAN,
@@ -215,29 +216,13 @@ RULES: dict[str, Rule] = {
     "ray.max_concurrent_trials": optional(integer(1)),
     "ray.checkpoint_every": integer(0),
     "ray.verbose": one_of(0, 1, 2, 3),
+    **{f"tracking.{key}": Rule(what, ok) for key, (what, ok) in TRACKING_SETTINGS.items()},
     **{
         f"{side}.fit.{key}": rule
         for side in ("teacher", "student")
         for key, rule in FIT_RULES.items()
     },
 }
-
-
-def teacher_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The teacher's settings that shape what it learns: those of its architecture (for T1
-    the keys T1 always had, so its caches and table names did not change with T2), not
-    how many workers train it."""
-    settings = as_dict(cfg.teacher)
-    for key in ("workers", "zero_stage"):
-        settings.pop(key, None)
-    if settings.get("arch", "t1") == "t1":
-        settings.pop("arch", None)
-        settings.pop("t2", None)
-    else:
-        settings.pop("width", None)
-        settings.pop("depth", None)
-        settings["image_size"] = cfg.image_size  # T2's position embeddings
-    return settings
 
 
 def rule_for(key: str) -> Rule | None:
@@ -251,52 +236,6 @@ def rule_for(key: str) -> Rule | None:
     if key.startswith("kd.") and key.removeprefix("kd.") in temperature_keys():
         return POSITIVE
     return None
-
-
-MAPPING_LEAVES = ("axes", "reference_table")  # mappings checked as one value
-
-
-def leaves(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a config as {dotted key: value}; lists and ``MAPPING_LEAVES`` are
-    leaves."""
-    out: dict[str, Any] = {}
-    for key, value in cfg.items() if isinstance(cfg, dict) else as_dict(cfg).items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and dotted not in MAPPING_LEAVES:
-            out.update(leaves(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def as_dict(cfg: DictConfig | dict) -> dict:
-    """A plain, resolved dict of a config section."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
-
-
-def stable_hash(obj: Any) -> str:
-    """Short hash of a JSON-able object (config sections, index arrays as lists)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def slice_settings(cfg: DictConfig) -> SliceSettings:
-    """How the config turns volumes into slices (window, size, label values)."""
-    return SliceSettings(
-        tuple(cfg.window),
-        cfg.image_size,
-        tuple(cfg.data.foreground),
-        tuple(cfg.data.background),
-        cfg.data.pixel_mm,
-    )
 
 
 def check_config(cfg: DictConfig, outside: bool = True) -> None:
@@ -321,75 +260,6 @@ def check_config(cfg: DictConfig, outside: bool = True) -> None:
             check_ray_address(address)
 
 
-# Keys that cannot be grid axes: the grid's own keys, and settings of place and speed.
-NOT_AXES = ("variants", "seeds", "axes", "results_dir", "work_dir", "device", "ray.")
-
-
-def grid_axes(cfg: DictConfig) -> dict[str, list]:
-    """The grid's axes as {name: values}. An axis is a config key and its values (spelt
-    dotted, ``{student.width: [...]}``, or nested, ``+axes.student.width=[...]``), or a
-    named bundle whose values each set several keys: ``{label: ..., key: value, ...}``."""
-    return leaves(as_dict(cfg.axes)) if cfg.axes else {}
-
-
-def axis_cells(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The grid's cells beyond variant and seed: one {axis: value} per combination of the
-    axes' values, in order (the last axis varies fastest); ``[{}]`` without axes."""
-    cells: list[dict[str, Any]] = [{}]
-    for key, values in grid_axes(cfg).items():
-        cells = [{**cell, key: value} for cell in cells for value in values]
-    return cells
-
-
-def _overrides(key: str, value: Any) -> dict[str, Any]:
-    """The config keys an axis value sets: itself, or a bundle's keys but its label."""
-    if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != "label"}
-    return {key: value}
-
-
-PATH_KEYS = ("results_dir", "work_dir", "data.root")
-
-
-def absolute_paths(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` whose folders are absolute: Ray Tune runs each trial in a folder
-    of its own, where a relative ``work_dir`` would make every trial generate its data
-    and caches again, and miss the teachers trained for it."""
-    paths = {k: OmegaConf.select(cfg, k) for k in PATH_KEYS}
-    return with_settings(cfg, {k: str(Path(v).absolute()) for k, v in paths.items() if v})
-
-
-def with_settings(cfg: DictConfig, settings: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with the {dotted key: value} ``settings`` made."""
-    out = cfg.copy()
-    for key, value in settings.items():
-        OmegaConf.update(out, key, value, merge=False)
-    return out
-
-
-def cell_config(cfg: DictConfig, cell: dict[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with the settings of ``cell`` made."""
-    settings = {}
-    for axis, value in cell.items():
-        settings.update(_overrides(axis, value))
-    return with_settings(cfg, settings)
-
-
-def cell_labels(cell: dict[str, Any]) -> dict[str, Any]:
-    """{axis: value} of a cell as the table shows it (a bundle by its label)."""
-    return {k: v["label"] if isinstance(v, dict) else v for k, v in cell.items()}
-
-
-def varied_keys(cfg: DictConfig) -> set[str]:
-    """Every config key that some cell of the grid sets."""
-    return {
-        key
-        for axis, values in grid_axes(cfg).items()
-        for value in values
-        for key in _overrides(axis, value)
-    }
-
-
 def _check_axes(cfg: DictConfig) -> None:
     known = leaves(cfg)
 
@@ -412,7 +282,7 @@ def _check_axes(cfg: DictConfig) -> None:
             if len(set(labels)) < len(labels):
                 raise ConfigError(f"axes: {axis} uses a label twice: {labels}")
         for value in values:
-            for key, setting in _overrides(axis, value).items():
+            for key, setting in axis_settings(axis, value).items():
                 if not settable(key):
                     raise ConfigError(
                         f"axes: {key!r} is not a setting a grid can vary; an axis is a config "
@@ -463,22 +333,7 @@ def _check_cross_keys(cfg: DictConfig) -> None:
             f"val_fraction + test_fraction must be below 1 to leave training data, got "
             f"{cfg.val_fraction} + {cfg.test_fraction}"
         )
-    if cfg.teacher.arch == "t1" and cfg.image_size % 2**cfg.teacher.depth:
-        raise ConfigError(
-            f"image_size {cfg.image_size} must be divisible by 2**teacher.depth "
-            f"= {2**cfg.teacher.depth}"
-        )
-    if cfg.teacher.arch == "t2":
-        if cfg.image_size % 16:
-            raise ConfigError(
-                f"teacher.arch=t2 needs image_size divisible by 16 (one token per 1/16 "
-                f"pixel), got {cfg.image_size}"
-            )
-        if cfg.teacher.t2.hidden % cfg.teacher.t2.heads:
-            raise ConfigError(
-                f"teacher.t2.hidden ({cfg.teacher.t2.hidden}) must be divisible by "
-                f"teacher.t2.heads ({cfg.teacher.t2.heads})"
-            )
+    teacher_arch(cfg).check(cfg)  # the sizes its architecture needs
     if cfg.kd.teacher_cache and cfg.student.fit.augment:
         raise ConfigError(
             "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "

@@ -1,0 +1,65 @@
+"""The dataset registry: where each ``data.name`` comes from (an MSD-layout folder, the
+phantom generated first if needed) and its name in tables. An unknown name is refused
+with the list of known ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from kdcore.data.msd import locate_msd_spleen
+from kdcore.data.phantom import write_phantom_dataset
+from kdcore.errors import ConfigError
+from kdcore.io import atomic_dir
+from kdcore.progress import Log
+from kdcore.settings import as_dict, stable_hash
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset: ``root(cfg, log)`` its MSD-layout folder, ``label(cfg)`` its name."""
+
+    root: Callable[[DictConfig, Log], Path]
+    label: Callable[[DictConfig], str]
+
+
+def _phantom_root(cfg: DictConfig, log: Log) -> Path:
+    params = as_dict(cfg.phantom)
+    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(params)}"
+    if not (root / "dataset.json").is_file():
+        log(f"generating phantom CT: {params['num_patients']} patients -> {root}")
+        with atomic_dir(root) as tmp:
+            write_phantom_dataset(
+                tmp,
+                params["num_patients"],
+                params["seed"],
+                tuple(params["shape"]),
+                tuple(params["spacing"]),
+            )
+    return root
+
+
+DATASETS: dict[str, DataSource] = {
+    "phantom": DataSource(
+        _phantom_root,
+        lambda cfg: f"phantom CT ({cfg.phantom.num_patients} patients, seed {cfg.phantom.seed})",
+    ),
+    "msd_spleen": DataSource(
+        lambda cfg, _log: locate_msd_spleen(cfg.data.root, cfg.data.download),
+        lambda _cfg: "MSD Task09_Spleen",
+    ),
+}
+
+
+def data_source(cfg: DictConfig) -> DataSource:
+    """The registry entry of ``data.name``."""
+    try:
+        return DATASETS[cfg.data.name]
+    except KeyError:
+        raise ConfigError(
+            f"data.name {cfg.data.name!r} is not a dataset this suite knows; choose one of "
+            f"{', '.join(DATASETS)}"
+        ) from None
