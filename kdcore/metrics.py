@@ -1,6 +1,23 @@
-"""Segmentation metrics: the thesis's pooled slice metrics and per-volume 3D Dice."""
+"""Segmentation metrics: the thesis's pooled slice metrics and per-volume 3D Dice.
+
+Empty-mask policy (never "perfect"):
+
+- Pooled metrics (TP, FP, FN summed over every slice): with no positive in the truth
+  and none predicted (TP = FP = FN = 0) IoU, Dice, recall and precision are undefined:
+  NaN. Otherwise a metric whose own denominator is 0 is: recall, when the truth has no
+  positive (NaN); precision, when nothing is predicted but there was something to find:
+  0.0, a complete miss (scikit-learn's ``zero_division=0``), so a model that predicts
+  nothing scores 0 instead of dropping out of a mean. IoU and Dice are then 0.
+- Per-volume 3D Dice: volumes whose truth is empty are left out (MONAI's
+  ``ignore_empty=True``); the mean is over the others, NaN if every volume is empty.
+
+The data stage refuses a split without foreground (``kdcore.data.splits``), so the NaN
+cases do not reach a table.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -17,20 +34,16 @@ def pooled_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[int, int, i
 
 
 def scores_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
-    """IoU, Dice, recall and precision from pooled counts.
-
-    Empty-mask policy: a ratio whose denominator is 0 (nothing predicted and nothing to
-    find) counts as 1.0, a perfect answer.
-    """
-
-    def ratio(num: float, den: float) -> float:
-        return num / den if den else 1.0
-
+    """IoU, Dice, recall and precision from pooled counts, under the module's empty-mask
+    policy: all NaN when TP = FP = FN = 0; recall NaN when the truth has no positive;
+    precision 0.0 when nothing is predicted but the truth has positives."""
+    if tp + fp + fn == 0:
+        return dict.fromkeys(("iou", "dice", "recall", "precision"), math.nan)
     return {
-        "iou": ratio(tp, tp + fp + fn),
-        "dice": ratio(2 * tp, 2 * tp + fp + fn),
-        "recall": ratio(tp, tp + fn),
-        "precision": ratio(tp, tp + fp),
+        "iou": tp / (tp + fp + fn),
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "recall": tp / (tp + fn) if tp + fn else math.nan,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
     }
 
 
@@ -38,15 +51,17 @@ def volume_dice(pred: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray
     """Mean over volumes of the 3D Dice (MONAI ``compute_dice``).
 
     pred, target: (N, H, W) binary slices; volume_ids: (N,) volume of each slice.
-    A volume without spleen scores 1.0 if nothing is predicted in it, else 0.0.
+    Volumes with empty truth are left out (``ignore_empty=True``); NaN if all are empty.
     """
     scores = []
     for vid in np.unique(volume_ids):
         sel = torch.from_numpy(np.flatnonzero(volume_ids == vid))
         p = pred[sel].float()[None, None]  # (1, 1, Z, H, W)
         t = target[sel].float()[None, None]
-        scores.append(float(compute_dice(p, t, include_background=True, ignore_empty=False)))
-    return float(np.mean(scores))
+        score = float(compute_dice(p, t, include_background=True, ignore_empty=True))
+        if not math.isnan(score):
+            scores.append(score)
+    return float(np.mean(scores)) if scores else math.nan
 
 
 def volume_counts(
@@ -65,7 +80,8 @@ def segmentation_metrics(
     probs: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray, threshold: float = 0.5
 ) -> dict[str, float]:
     """Pooled IoU / Dice / recall / precision, raw TP / FP / FN, mean 3D Dice, and the
-    counts of each volume (``volumes``: see ``volume_counts``).
+    counts of each volume (``volumes``: see ``volume_counts``); empty masks follow the
+    module's policy (NaN, never a perfect score).
 
     probs: (N, H, W) sigmoid outputs; target: (N, H, W) in {0, 1}.
     """

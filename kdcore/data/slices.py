@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from kdcore.data.checks import (
 )
 from kdcore.data.msd import Case
 from kdcore.errors import ConfigError
-from kdcore.io import atomic_dir
+from kdcore.io import cached_dir
 
 CACHE_VERSION = 3  # bump when the preprocessing code changes what it writes
 
@@ -206,20 +207,33 @@ def cache_key(cases: list[Case], settings: SliceSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_slices(cases: list[Case], settings: SliceSettings, cache_dir: str | Path) -> SliceData:
+def load_slices(
+    cases: list[Case],
+    settings: SliceSettings,
+    cache_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> SliceData:
     """Preprocess every slice of ``cases``, or read them back from ``cache_dir``.
 
     The cache entry is written to a temporary folder and renamed into place, so an
-    interrupted run never leaves a half-written entry.
+    interrupted run never leaves a half-written entry; its manifest is checked on every
+    load, and a damaged entry (a truncated or altered file) is rebuilt, logged as
+    'rebuilding <folder>: <file> is damaged (<why>)'.
     """
     key = cache_key(cases, settings)
-    folder = Path(cache_dir) / "slices" / key
-    if not (folder / "meta.json").is_file():
-        _write_cache(cases, settings, folder)
+    folder = cached_dir(
+        Path(cache_dir) / "slices" / key, lambda tmp: _write_cache(cases, settings, tmp), log
+    )
     meta = json.loads((folder / "meta.json").read_text())
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("images", "masks")}
     arrays.update({n: np.load(folder / f"{n}.npy") for n in ("case", "z")})
     return SliceData(case_names=meta["case_names"], key=key, **arrays)
+
+
+def foreground_slices(data: SliceData) -> np.ndarray:
+    """(N,) bool: whether each slice's mask holds a foreground voxel."""
+    masks = np.asarray(data.masks)
+    return masks.reshape(len(masks), -1).any(axis=1)
 
 
 def read_case(case: Case, loader: LoadImage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +255,7 @@ def read_case(case: Case, loader: LoadImage | None = None) -> tuple[torch.Tensor
 
 
 def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> None:
+    """Preprocess ``cases`` into the (empty, temporary) cache ``folder``."""
     loader = LoadImage(image_only=True)
     images, masks, case_ids, zs = [], [], [], []
     for i, case in enumerate(cases):
@@ -250,9 +265,8 @@ def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> No
         masks.append(msk)
         case_ids.append(np.full(len(img), i, dtype=np.int32))
         zs.append(np.arange(len(img), dtype=np.int32))
-    with atomic_dir(folder) as tmp:
-        arrays = {"images": images, "masks": masks, "case": case_ids, "z": zs}
-        for name, parts in arrays.items():
-            np.save(tmp / f"{name}.npy", np.concatenate(parts))
-        meta = {"case_names": [c.name for c in cases], "settings": asdict(settings)}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    arrays = {"images": images, "masks": masks, "case": case_ids, "z": zs}
+    for name, parts in arrays.items():
+        np.save(folder / f"{name}.npy", np.concatenate(parts))
+    meta = {"case_names": [c.name for c in cases], "settings": asdict(settings)}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))

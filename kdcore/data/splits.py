@@ -101,6 +101,44 @@ def make_splits(
     )
 
 
+# What to change when a part of the split has no foreground, by part.
+_FOREGROUND_FIX = {
+    "train": "use another split_seed, lower val_fraction / test_fraction, or add labelled cases",
+    "val": "use another split_seed, raise val_fraction, or add labelled cases",
+    "test": "use another split_seed, raise test_fraction, or add labelled cases",
+    "student": "raise data_fraction or use another split_seed (or subset seed)",
+}
+_WHY = {
+    "train": "the models would learn nothing to segment",
+    "val": "no checkpoint could be chosen on it (its Dice is undefined)",
+    "test": "its metrics would be undefined",
+    "student": "the student would learn nothing to segment",
+}
+
+
+def check_foreground(
+    has_fg: np.ndarray, splits: Splits, slice_case: np.ndarray, case_names: list[str]
+) -> None:
+    """Every part of ``splits`` (train, student, val, test) holds a foreground voxel.
+
+    has_fg: (N,) whether each slice holds one; slice_case: (N,) index into
+    ``case_names`` of each slice's volume. ConfigError naming the empty part, its
+    patients and what to do.
+    """
+    for part in ("train", "student", "val", "test"):
+        idx = getattr(splits, part)
+        if has_fg[idx].any():
+            continue
+        cases = [case_names[c] for c in np.unique(slice_case[idx])]
+        shown = ", ".join(cases[:6]) + (", ..." if len(cases) > 6 else "")
+        units = f"{len(idx)} slices of " if splits.mode == "slice" else ""
+        name = "the student's training subset" if part == "student" else f"the {part} split"
+        raise ConfigError(
+            f"{name} ({units}{len(cases)} patient{'s' if len(cases) > 1 else ''}: {shown}) "
+            f"has no foreground voxel: {_WHY[part]}; {_FOREGROUND_FIX[part]}"
+        )
+
+
 def example_slices(
     slice_case: np.ndarray, masks: np.ndarray, idx: np.ndarray, count: int = 4
 ) -> np.ndarray:

@@ -341,3 +341,35 @@ def test_pixel_mm_needs_the_affine_of_the_volume():
     assert img.shape == mask.shape == (1, 8, 8)
     # 4 mm x 8 mm at 0.5 mm: 8 x 16 pixels, the y axis cropped to the central 8
     assert mask.all()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "deleted", "no manifest"])
+def test_a_damaged_slice_cache_is_rebuilt_and_says_so(tiny_msd, tmp_path, damage):
+    cases, settings = list_cases(tiny_msd), SliceSettings((0, 255), 16)
+    first = load_slices(cases, settings, tmp_path / "cache")
+    images, masks = np.array(first.images), np.array(first.masks)
+    folder = tmp_path / "cache" / "slices" / first.key
+    victim = folder / ("manifest.json" if damage == "no manifest" else "images.npy")
+    size = victim.stat().st_size
+    if damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[: size // 2])
+    elif damage == "flipped byte":
+        raw = bytearray(victim.read_bytes())
+        raw[-1] ^= 0xFF
+        victim.write_bytes(bytes(raw))
+    else:
+        victim.unlink()
+    lines = []
+    again = load_slices(cases, settings, tmp_path / "cache", lines.append)
+    why = {
+        "truncated": f"{size // 2:,} bytes, expected {size:,}",
+        "flipped byte": "its sha256 differs from the manifest's",
+        "deleted": "missing",
+        "no manifest": "missing: written by an older version?",
+    }[damage]
+    assert lines == [f"rebuilding {folder}: {victim.name} is damaged ({why})"]
+    assert np.array_equal(again.images, images) and np.array_equal(again.masks, masks)
+    lines.clear()
+    load_slices(cases, settings, tmp_path / "cache", lines.append)
+    assert lines == []  # rebuilt whole: the next load trusts it
+    assert sorted(p.name for p in folder.parent.iterdir()) == [first.key]  # nothing left aside

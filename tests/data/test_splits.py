@@ -58,3 +58,24 @@ def test_example_slices_show_each_patients_largest_organ():
     masks[4, :1] = 1  # patient 1: slice 4
     assert list(example_slices(case, masks, np.arange(7), count=2)) == [1, 4]
     assert list(example_slices(case, masks, np.array([5, 6]))) == [5]  # none: the first
+
+
+NAMES = [f"p{i}" for i in range(20)]
+
+
+@pytest.mark.parametrize("part", ["train", "student", "val", "test"])
+def test_a_part_without_foreground_is_refused_naming_it(part):
+    from kdcore.data.splits import check_foreground
+
+    s = make_splits(SLICE_CASE, seed=4)
+    has_fg = np.ones(len(SLICE_CASE), bool)
+    check_foreground(has_fg, s, SLICE_CASE, NAMES)  # every part has foreground: fine
+    has_fg[getattr(s, part)] = False  # train: its student subset too, but train is named
+    with pytest.raises(ConfigError) as info:
+        check_foreground(has_fg, s, SLICE_CASE, NAMES)
+    message = str(info.value)
+    name = "the student's training subset" if part == "student" else f"the {part} split"
+    patients = ", ".join(NAMES[c] for c in np.unique(SLICE_CASE[getattr(s, part)])[:6])
+    assert message.startswith(f"{name} (") and patients in message
+    assert "has no foreground voxel" in message
+    assert ("data_fraction" if part == "student" else "split_seed") in message
