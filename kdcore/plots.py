@@ -1,21 +1,26 @@
 """Figures of a table: Dice per variant, Dice against the data fraction or the student's
 size, the decomposition of a KD-minus-baseline difference, and example segmentations.
 
-Each ``plot_*`` function writes one PNG (120 dpi, about 1000 px wide, so it stays readable
-scaled to 800 px) into ``folder`` and returns its path; ``figures_for`` writes the ones
-that fit a table's axes. Inputs are the frames of ``kdcore.summary``: a summary from
-``summarize`` (one row per axis values and variant) and the per-trial rows.
+Each figure has a ``draw_*`` function that returns the ``matplotlib.figure.Figure`` and a
+``plot_*`` function that writes it as one PNG (120 dpi, about 1000 px wide, so it stays
+readable scaled to 800 px) into ``folder`` and returns its path; ``figures_for`` writes
+the ones that fit a table's axes. ``describe`` says what a drawn figure shows (panels,
+titles, tick labels, plotted series with their values, texts), for tests and checks.
+Inputs are the frames of ``kdcore.summary``: a summary from ``summarize`` (one row per
+axis values and variant, intervals already clipped to [0, 1]) and the per-trial rows.
 
-Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never
-through ``pyplot``: nothing changes the caller's backend, and no figure outlives its
-function. Needs matplotlib, numpy and pandas only (no torch).
+Figures are drawn on ``Figure`` objects with the Agg canvas, never through ``pyplot``:
+nothing changes the caller's backend, and no figure outlives its function. Needs
+matplotlib, numpy and pandas only (no torch).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,13 +30,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from kdcore.io import atomic_path
-from kdcore.rows import METRICS
+from kdcore.rows import METRIC_RANGE, METRICS, cell_text
 
 DPI = 120
 WIDTH_IN = 8.5  # inches: about 1000 px at DPI
@@ -41,12 +47,14 @@ BASELINE_COLOR = "0.25"
 GAIN_COLOR = "#1a9850"
 LOSS_COLOR = "#d73027"
 NOISE_COLOR = "0.35"
+KD_COLOR = "C0"
 # Columns of a summary that are not axes (see kdcore.summary.summarize).
 SUMMARY_COLUMNS = frozenset(
-    {"variant", "seeds", "wall_s", "delta", "delta_low", "delta_high", "wins", "p", "p_holm"}
-    | {"boot_low", "boot_high", "verdict"}
-    | {f"{m}_{s}" for m in METRICS for s in ("mean", "low", "high")}
+    {"variant", "seeds", "wall_s", "delta", "delta_low", "delta_high", "delta_clipped"}
+    | {"wins", "p", "p_holm", "boot_low", "boot_high", "verdict"}
+    | {f"{m}_{s}" for m in METRICS for s in ("mean", "low", "high", "clipped")}
 )
+INTERVALS = "95% t-intervals, clipped to [0, 1]"
 _STYLE = {
     "font.size": 10,
     "axes.titlesize": 11,
@@ -84,9 +92,84 @@ def _save(fig: Figure, folder: str | Path, name: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    with atomic_path(path) as tmp:
+    with matplotlib.rc_context(_STYLE), atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
     return path
+
+
+# --- What a figure shows -----------------------------------------------------------------
+
+
+@dataclass
+class Panel:
+    """One visible panel (axes) of a drawn figure."""
+
+    title: str  # its titles (left, centre, right), joined by ' | '
+    xlabel: str
+    ylabel: str
+    xticks: list[str]
+    yticks: list[str]
+    xlim: tuple[float, float]
+    ylim: tuple[float, float]
+    series: dict[str, np.ndarray]  # label -> (n, 2) x, y of each labelled line or error bar
+    texts: list[str]
+    images: int  # images drawn (example tiles)
+
+
+@dataclass
+class Drawn:
+    """What a figure shows: its title, panels in reading order and legend entries."""
+
+    title: str
+    panels: list[Panel]
+    legend: list[str] = field(default_factory=list)
+
+    def panel(self, title: str) -> Panel:
+        """The panel whose title contains ``title`` (the first one)."""
+        for p in self.panels:
+            if title in p.title:
+                return p
+        raise KeyError(f"no panel titled {title!r}: {[p.title for p in self.panels]}")
+
+
+def describe(fig: Figure) -> Drawn:
+    """What ``fig`` shows, read from its artists after drawing it (so tick labels are
+    final): each visible panel's titles, axis labels, tick labels, limits, labelled series
+    (lines and error bars: label -> x, y), texts and images; the suptitle and legends."""
+    fig.canvas.draw()
+    panels = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        series = {
+            line.get_label(): np.asarray(line.get_xydata(), dtype=float)
+            for line in ax.get_lines()
+            if not line.get_label().startswith("_")
+        }
+        for c in ax.containers:
+            if isinstance(c, ErrorbarContainer) and not str(c.get_label()).startswith("_"):
+                series[str(c.get_label())] = np.asarray(c.lines[0].get_xydata(), dtype=float)
+        titles = [ax.get_title(loc) for loc in ("left", "center", "right")]
+        panels.append(
+            Panel(
+                title=" | ".join(t for t in titles if t),
+                xlabel=ax.get_xlabel(),
+                ylabel=ax.get_ylabel(),
+                xticks=[t.get_text() for t in ax.get_xticklabels() if t.get_visible()],
+                yticks=[t.get_text() for t in ax.get_yticklabels() if t.get_visible()],
+                xlim=tuple(ax.get_xlim()),
+                ylim=tuple(ax.get_ylim()),
+                series=series,
+                texts=[t.get_text() for t in ax.texts],
+                images=len(ax.images),
+            )
+        )
+    legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    title = fig._suptitle.get_text() if fig._suptitle else ""
+    return Drawn(title, panels, legend)
+
+
+# --- Shared helpers ----------------------------------------------------------------------
 
 
 def axes_of(summary: pd.DataFrame) -> list[str]:
@@ -125,6 +208,15 @@ def _band(mean: Any, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.where(np.isnan(low), mean, low), np.where(np.isnan(high), mean, high)
 
 
+def _metric_limits(values: Sequence[Any], pad: float = 0.05) -> tuple[float, float]:
+    """Axis limits around ``values`` (a metric's means and interval bounds), padded by a
+    share of their range and kept inside the metric's range [0, 1]."""
+    v = np.asarray([x for x in np.ravel(values) if not pd.isna(x)], dtype=float)
+    lo, hi = (float(v.min()), float(v.max())) if v.size else METRIC_RANGE
+    margin = max(hi - lo, 0.02) * pad
+    return max(lo - margin, METRIC_RANGE[0]), min(hi + margin, METRIC_RANGE[1])
+
+
 def _value_label(key: str, value: Any) -> str:
     if key == "data_fraction":
         return f"{float(value):.0%} of patients"
@@ -160,14 +252,13 @@ def _seeds_note(summary: pd.DataFrame, intervals: str) -> str:
 
 
 @_styled
-def plot_variants(
-    summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] | None = None
-) -> Path:
-    """``dice_by_variant.png``: per variant, mean Dice and the difference from the baseline.
+def draw_variants(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Figure:
+    """Per variant, mean Dice and the difference from the baseline.
 
-    Left panel: each variant's mean test Dice with its 95% t-interval over seeds, variants
-    in table order, the baseline's interval shaded across the panel. Right panel: each KD
-    variant's paired per-seed Dice difference from the baseline (points) with its 95%
+    Left panel: each variant's mean test Dice with its 95% t-interval over seeds (series
+    named by the variant), variants in table order, the baseline's interval shaded across
+    the panel, the Dice axis inside [0, 1]. Right panel: each KD variant's paired per-seed
+    Dice difference from the baseline (points; series 'Δ <variant>') with its 95%
     t-interval (thick) and the patient-bootstrap interval (thin, just below), a line at 0,
     and the verdict ("gain" / "loss") and seeds won written beside the row.
 
@@ -184,14 +275,15 @@ def plot_variants(
         _variant_panels(cell.reset_index(drop=True), left, right)
         if axes:
             left.set_title(f"{_cell_label(axes, values)}: mean test Dice", loc="left")
+    grid[0, 0].set_xlim(*_metric_limits(summary[["dice_mean", "dice_low", "dice_high"]].to_numpy()))
     grid[0, 1].set_title("KD − baseline Dice, paired by seed", loc="left")
     if not axes:
         grid[0, 0].set_title("Mean test Dice [95% CI]", loc="left")
     grid[-1, 0].set_xlabel("test Dice (0–1)\npooled over test slices")
     grid[-1, 1].set_xlabel("KD − baseline Dice\n(percentage points)")
-    fig.suptitle(f"Test Dice by variant {_seeds_note(summary, 'bars: 95% intervals')}")
+    fig.suptitle(f"Test Dice by variant {_seeds_note(summary, 'bars: ' + INTERVALS)}")
     handles = [
-        Line2D([], [], color="C0", marker="o", lw=1.5, label="mean, 95% t-interval over seeds"),
+        Line2D([], [], color=KD_COLOR, marker="o", lw=1.5, label="mean, 95% t-interval"),
         Patch(color=BASELINE_COLOR, alpha=0.15, label="baseline's 95% interval"),
         Line2D([], [], color=NOISE_COLOR, marker="o", lw=2.5, label="Δ paired by seed, 95% CI"),
         Line2D([], [], color=NOISE_COLOR, lw=1, marker="|", label="Δ patient bootstrap, 95%"),
@@ -199,8 +291,14 @@ def plot_variants(
         Line2D([], [], color=LOSS_COLOR, marker="o", ls="", label="loss (both CIs < 0)"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
-    path = _save(fig, folder, "dice_by_variant.png")
-    return path
+    return fig
+
+
+def plot_variants(
+    summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] | None = None
+) -> Path:
+    """``dice_by_variant.png``: ``draw_variants`` written into ``folder``."""
+    return _save(draw_variants(summary, axes), folder, "dice_by_variant.png")
 
 
 def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
@@ -211,16 +309,16 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
         lo, hi = _band(b["dice_mean"], b["dice_low"], b["dice_high"])
         left.axvspan(float(lo), float(hi), color=BASELINE_COLOR, alpha=0.15, lw=0)
         left.axvline(b["dice_mean"], color=BASELINE_COLOR, lw=0.8, ls="--")
-    colors = [BASELINE_COLOR if v == "baseline" else "C0" for v in cell["variant"]]
     for i, r in cell.iterrows():
         left.errorbar(
             r["dice_mean"],
             y[i],
             xerr=_errors(r["dice_mean"], r["dice_low"], r["dice_high"]),
             fmt="o",
-            color=colors[i],
+            color=BASELINE_COLOR if r["variant"] == "baseline" else KD_COLOR,
             capsize=3,
             lw=1.5,
+            label=r["variant"],
         )
     left.set_yticks(y, list(cell["variant"]))
     left.set_ylim(len(cell) - 0.5, -0.5)
@@ -244,6 +342,7 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
             color=color,
             capsize=3,
             lw=2.5,
+            label=f"Δ {r['variant']}",
         )
         if not (pd.isna(r.get("boot_low")) or pd.isna(r.get("boot_high"))):
             right.plot(
@@ -285,7 +384,8 @@ def _line_panels(
     title: str,
 ) -> Figure:
     """One panel per combination of the axes other than ``x_key``; in each, mean Dice
-    against x with a 95% band, one line per variant."""
+    against x with a 95% band, one line per variant (series named by the variant); the
+    Dice axis inside [0, 1]."""
     others = [a for a in axes if a != x_key]
     cells = _cells(summary, others)
     ncols = 2 if len(cells) == 4 else min(3, len(cells))
@@ -306,13 +406,15 @@ def _line_panels(
             mean, low, high = (rows[f"dice_{s}"].to_numpy(float)[order] for s in BOUNDS)
             lo, hi = _band(mean, low, high)
             style = {"ls": "--"} if v == "baseline" else {}
-            ax.plot(x, mean, marker="o", color=colors[v], lw=1.8, label=v, **style)
+            # markers at the edge of [0, 1] stay whole
+            ax.plot(x, mean, marker="o", color=colors[v], lw=1.8, label=v, clip_on=False, **style)
             ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
         ax.set_xscale("log")
         ticks = np.unique(x_of(summary[x_key]))
         decorate(ax, ticks)
         if others:
             ax.set_title(_cell_label(others, values), loc="left")
+    panels[0].set_ylim(*_metric_limits(summary[["dice_mean", "dice_low", "dice_high"]]))
     for i, ax in enumerate(panels):
         ax.set_visible(i < len(cells))
         # x tick labels under every panel with no panel below it
@@ -324,18 +426,15 @@ def _line_panels(
     else:
         fig.supxlabel(xlabel, fontsize=10)
         fig.supylabel(ylabel, fontsize=10)
-    title = f"{title} {_seeds_note(summary, 'bands: 95% t-intervals')}"
-    if len(cells) == 1:
-        panels[0].set_title(title)
-    else:
-        fig.suptitle(title)
+    fig.suptitle(f"{title} {_seeds_note(summary, 'bands: ' + INTERVALS)}")
     handles = [
         Line2D([], [], color=colors[v], marker="o", ls="--" if v == "baseline" else "-", label=v)
         for v in variants
     ]
-    handles.append(Patch(color="0.5", alpha=0.25, label="95% interval\nover seeds"))
-    where = "outside right upper" if len(cells) == 1 else "outside right center"
-    fig.legend(handles=handles, loc=where)
+    handles.append(
+        Patch(color="0.5", alpha=0.25, label="95% interval\nover seeds,\nclipped to [0, 1]")
+    )
+    fig.legend(handles=handles, loc="outside right center")
     return fig
 
 
@@ -348,13 +447,10 @@ def _fixed_ticks(ax: Any, ticks: np.ndarray, labels: Sequence[str]) -> None:
 
 
 @_styled
-def plot_fractions(
-    summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] | None = None
-) -> Path:
-    """``dice_vs_fraction.png``: mean Dice against the student's share of the training
-    patients (%, log scale, ticks at the grid's fractions), one line per variant with its
-    95% band; one panel per combination of the other axes' values (``axes``, default: the
-    summary's axis columns)."""
+def draw_fractions(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Figure:
+    """Mean Dice against the student's share of the training patients (%, log scale,
+    ticks at the grid's fractions), one line per variant with its 95% band; one panel per
+    combination of the other axes' values (``axes``, default: the summary's axis columns)."""
     axes = axes_of(summary) if axes is None else list(axes)
     if "data_fraction" not in summary:
         raise ValueError("plot_fractions needs a data_fraction column in the summary")
@@ -362,7 +458,7 @@ def plot_fractions(
     def decorate(ax: Any, ticks: np.ndarray) -> None:
         _fixed_ticks(ax, ticks, [f"{t:g}%" for t in ticks])
 
-    fig = _line_panels(
+    return _line_panels(
         summary,
         "data_fraction",
         axes,
@@ -371,7 +467,13 @@ def plot_fractions(
         "student's share of the training patients (%, log scale)",
         "Test Dice against training data",
     )
-    return _save(fig, folder, "dice_vs_fraction.png")
+
+
+def plot_fractions(
+    summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] | None = None
+) -> Path:
+    """``dice_vs_fraction.png``: ``draw_fractions`` written into ``folder``."""
+    return _save(draw_fractions(summary, axes), folder, "dice_vs_fraction.png")
 
 
 def student_params(trials: pd.DataFrame) -> dict[Any, int]:
@@ -394,17 +496,14 @@ def _thesis_names(trials: pd.DataFrame) -> dict[int, str]:
 
 
 @_styled
-def plot_students(
-    summary: pd.DataFrame,
-    trials: pd.DataFrame,
-    folder: str | Path,
-    axes: Sequence[str] | None = None,
-) -> Path:
-    """``dice_vs_params.png``: mean Dice against the student's parameter count (log scale;
-    ``params`` per ``student.width`` from ``trials``), one line per variant with its 95%
-    band; the thesis's S1 (57,297) and S2 (227,233) marked when present. One panel per
-    combination of the other axes' values (``axes``, default: the summary's axis columns).
-    """
+def draw_students(
+    summary: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str] | None = None
+) -> Figure:
+    """Mean Dice against the student's parameter count (log scale; ``params`` per
+    ``student.width`` from ``trials``), one line per variant with its 95% band; each tick
+    names the parameters, the width and, for the thesis's S1 (57,297) and S2 (227,233),
+    the student, so no label sits on the data. One panel per combination of the other
+    axes' values (``axes``, default: the summary's axis columns)."""
     axes = axes_of(summary) if axes is None else list(axes)
     if "student.width" not in summary:
         raise ValueError("plot_students needs a student.width column in the summary")
@@ -416,34 +515,35 @@ def plot_students(
     width_of = {p: w for w, p in params.items()}
 
     def decorate(ax: Any, ticks: np.ndarray) -> None:
-        labels = [f"{_short(t)}\nw{width_of.get(int(t), '?')}" for t in ticks]
+        labels = []
+        for t in ticks:
+            name = names.get(int(t))
+            labels.append(
+                f"{_short(t)}\nw{width_of.get(int(t), '?')}" + (f"\n{name}" if name else "")
+            )
+            if name:
+                ax.axvline(t, color="0.6", lw=0.8, ls=":", zorder=0)
         _fixed_ticks(ax, ticks, labels)
-        for p, name in names.items():
-            if p in ticks:
-                ax.axvline(p, color="0.5", lw=0.8, ls=":")
-                ax.text(
-                    p / 1.03,
-                    0.03,
-                    f"{name} ({p:,})",
-                    transform=ax.get_xaxis_transform(),
-                    rotation=90,
-                    ha="right",
-                    va="bottom",
-                    fontsize=8.5,
-                    color="0.2",
-                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0},
-                )
 
-    fig = _line_panels(
+    return _line_panels(
         summary,
         "student.width",
         axes,
         lambda s: np.array([params[w] for w in s], dtype=float),
         decorate,
-        "student parameters (log scale; w = width)",
+        "student parameters (log scale; w = width; S1, S2: the thesis's students)",
         "Test Dice against student size",
     )
-    return _save(fig, folder, "dice_vs_params.png")
+
+
+def plot_students(
+    summary: pd.DataFrame,
+    trials: pd.DataFrame,
+    folder: str | Path,
+    axes: Sequence[str] | None = None,
+) -> Path:
+    """``dice_vs_params.png``: ``draw_students`` written into ``folder``."""
+    return _save(draw_students(summary, trials, axes), folder, "dice_vs_params.png")
 
 
 def _short(n: float) -> str:
@@ -456,43 +556,85 @@ def _short(n: float) -> str:
 
 # --- Decomposition -----------------------------------------------------------------------
 
+STEP_COLUMNS = ("step", "delta", "delta_low", "delta_high")
+LEVEL_COLUMNS = tuple(f"{w}_{b}" for w in ("baseline", "kd") for b in ("dice", "low", "high"))
+
 
 @_styled
-def plot_waterfall(steps: pd.DataFrame, folder: str | Path) -> Path:
-    """``decomposition.png``: how the KD-minus-baseline Dice difference moves as each
-    departure from the thesis's protocol is fixed.
+def draw_waterfall(steps: pd.DataFrame, variant: str = "KD") -> Figure:
+    """How the baseline's and KD's Dice, and their difference, move as each departure
+    from the thesis's protocol is fixed.
 
-    ``steps``: columns ``step`` (label), ``delta``, ``delta_low``, ``delta_high`` (points),
-    in order; drawn left to right as points with 95% error bars joined by a line, each
-    labelled with its value, and a line at 0. A NaN interval draws the point alone.
+    ``steps``: in order, columns ``step`` (label); ``baseline_dice``, ``kd_dice`` with
+    their 95% intervals (``*_low``, ``*_high``); ``delta``, ``delta_low``,
+    ``delta_high`` (points). Top panel: the baseline's and ``variant``'s mean test Dice
+    per step with their intervals, each labelled with its value (series 'baseline' and
+    ``variant``). Bottom panel: the difference with its 95% error bar, labelled, joined
+    by a line, and a line at 0 (series 'KD − baseline'). A NaN draws the point alone.
     """
-    missing = {"step", "delta", "delta_low", "delta_high"} - set(steps.columns)
+    missing = set(STEP_COLUMNS + LEVEL_COLUMNS) - set(steps.columns)
     if missing:
         raise ValueError(f"steps lack columns {sorted(missing)}")
     steps = steps.reset_index(drop=True)
     n = len(steps)
     x = np.arange(n)
+    fig = _figure(max(6.5, min(WIDTH_IN, 1.3 * n + 2.5)), 7.6)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1])
+    shift = 0.12  # the two levels side by side at each step
+    for who, name, color, dx, side in (
+        ("baseline", "baseline", BASELINE_COLOR, -shift, "left"),
+        ("kd", variant, KD_COLOR, shift, "right"),
+    ):
+        level = steps[f"{who}_dice"].to_numpy(float)
+        top.errorbar(
+            x + dx,
+            level,
+            yerr=_errors(level, steps[f"{who}_low"], steps[f"{who}_high"]),
+            fmt="o" if who == "kd" else "s",
+            color=color,
+            capsize=3,
+            lw=1.5,
+            label=name,
+            clip_on=False,
+        )
+        for xi, v in zip(x + dx, level, strict=True):
+            if not np.isnan(v):
+                top.annotate(
+                    f"{v:.3f}",
+                    (xi, v),
+                    xytext=(-6 if side == "left" else 6, 0),
+                    textcoords="offset points",
+                    ha="right" if side == "left" else "left",
+                    va="center",
+                    fontsize=8.5,
+                    color=color,
+                )
+    levels = steps[list(LEVEL_COLUMNS)].to_numpy(float)
+    top.set_ylim(*_metric_limits(levels, pad=0.08))
+    top.set_ylabel("test Dice (0–1)\nmean over seeds")
+    top.set_title(f"Test Dice of the baseline and of {variant} at each step", loc="left")
+    top.legend(loc="best")
+    top.grid(False, axis="x")
+
     delta = steps["delta"].to_numpy(float)
-    fig = _figure(max(6.5, min(WIDTH_IN, 1.3 * n + 2.5)), 4.8)
-    ax = fig.subplots()
-    ax.axhline(0, color="0.2", lw=1, label="no difference")
-    ax.plot(x, delta, color="C0", lw=1, alpha=0.6)
-    ax.errorbar(
+    bottom.axhline(0, color="0.2", lw=1)
+    bottom.plot(x, delta, color=KD_COLOR, lw=1, alpha=0.6)
+    bottom.errorbar(
         x,
         delta,
         yerr=_errors(delta, steps["delta_low"], steps["delta_high"]),
         fmt="o",
-        color="C0",
+        color=KD_COLOR,
         capsize=4,
         lw=2,
         markersize=7,
-        label="KD − baseline, 95% CI",
+        label="KD − baseline",
     )
     for xi, d in zip(x, delta, strict=True):
         if np.isnan(d):
-            ax.text(xi, 0, "no value", ha="center", va="bottom", color="0.4", style="italic")
+            bottom.text(xi, 0, "no value", ha="center", va="bottom", color="0.4", style="italic")
         else:
-            ax.annotate(
+            bottom.annotate(
                 f"{d:+.2f}",
                 (xi, d),
                 xytext=(7, 0),
@@ -501,17 +643,41 @@ def plot_waterfall(steps: pd.DataFrame, folder: str | Path) -> Path:
                 fontsize=9,
             )
     labels = [textwrap.fill(str(s), 18) for s in steps["step"]]
-    ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.grid(False, axis="x")
-    ax.set_xlabel("protocol step (each fixes one more departure from the thesis)")
-    ax.set_ylabel("KD − baseline Dice (percentage points)")
-    ax.set_title("Decomposition of the KD-minus-baseline Dice difference")
-    ax.legend(loc="best")
-    return _save(fig, folder, "decomposition.png")
+    bottom.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
+    bottom.set_xlim(-0.5, n - 0.5)
+    bottom.grid(False, axis="x")
+    bottom.set_xlabel("protocol step (each fixes one more departure from the thesis)")
+    bottom.set_ylabel("KD − baseline Dice\n(percentage points)")
+    bottom.set_title("Their difference, paired by seed [95% t-interval]", loc="left")
+    fig.suptitle("Decomposition of the KD-minus-baseline Dice difference")
+    return fig
+
+
+def plot_waterfall(steps: pd.DataFrame, folder: str | Path, variant: str = "KD") -> Path:
+    """``decomposition.png``: ``draw_waterfall`` written into ``folder``."""
+    return _save(draw_waterfall(steps, variant), folder, "decomposition.png")
+
+
+def decomposition_steps(summary: pd.DataFrame, step_key: str, variant: str) -> pd.DataFrame:
+    """The columns ``draw_waterfall`` needs, from a summary over one axis of steps: per
+    step, the baseline's and ``variant``'s Dice with intervals and their difference."""
+
+    def rows(v: str, prefix: str) -> pd.DataFrame:
+        part = summary[summary["variant"] == v].set_index(step_key)
+        return part[["dice_mean", "dice_low", "dice_high"]].set_axis(
+            [f"{prefix}_dice", f"{prefix}_low", f"{prefix}_high"], axis=1
+        )
+
+    kd = summary[summary["variant"] == variant].set_index(step_key)
+    steps = kd[["delta", "delta_low", "delta_high"]].join(rows(variant, "kd"))
+    steps = steps.join(rows("baseline", "baseline"))
+    return steps.rename_axis("step").reset_index()
 
 
 # --- Qualitative examples ----------------------------------------------------------------
+
+EXAMPLE_TILE_IN = (0.8, 1.6)  # a tile's smallest and largest side (inches)
+LABEL_PT = 8  # font size of the column titles, row labels and Dice under each tile
 
 
 def _stack(a: Any, name: str) -> np.ndarray:
@@ -528,20 +694,49 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2 * (pred & truth).sum() / denom)
 
 
+def _wrap(text: str, width: int) -> str:
+    """``text`` on lines of at most ``width`` characters, broken after a '+', '-' (variant
+    names) or a space where it can be, mid-word only where a word is longer."""
+    words = [w for w in re.split(r"(?<=[+\- ])", text) if w]
+    lines: list[str] = []
+    for word in words:
+        while len(word) > width:  # a word longer than a line: cut it
+            if lines and len(lines[-1]) < width:
+                room = width - len(lines[-1])
+                lines[-1] += word[:room]
+                word = word[room:]
+            else:
+                lines.append(word[:width])
+                word = word[width:]
+        if lines and len(lines[-1]) + len(word) <= width:
+            lines[-1] += word
+        elif word:
+            lines.append(word)
+    return "\n".join(line.strip() for line in lines)
+
+
+def _chars(inches: float, points: float) -> int:
+    """About how many characters of a ``points`` font fit in ``inches``."""
+    return max(4, int(inches * 72 / (0.62 * points)))
+
+
 @_styled
-def plot_examples(
+def draw_examples(
     images: Any,
     truth: Any,
     predictions: Mapping[str, Any],
-    folder: str | Path,
     titles: Sequence[str] | None = None,
-) -> Path:
-    """``examples.png``: example slices, one row each; columns: the input, the ground
-    truth (filled), then each prediction in ``predictions`` order (filled, with the ground
-    truth's outline and the slice's Dice in the corner).
+    cell: Mapping[str, Any] | None = None,
+) -> Figure:
+    """Example slices, one row each; columns: the input, the ground truth (filled), then
+    each prediction in ``predictions`` order (filled, with the ground truth's outline, its
+    Dice on the slice written under the tile).
 
     ``images`` (K, H, W) floats in [0, 1]; ``truth`` and each prediction (K, H, W) binary;
-    ``titles``: K row labels (e.g. patient and slice), default "example k".
+    ``titles``: K row labels (e.g. patient and slice), default "example k"; ``cell``: the
+    grid cell the examples come from (its axis values), named in the figure's title.
+    Column titles, row labels and Dice texts are wrapped and sized to their tile at any
+    number of columns: a tile is never narrower than 0.8 inch, the figure grows instead.
     """
     images = _stack(images, "images").astype(float)
     truth = _stack(truth, "truth").astype(bool)
@@ -555,8 +750,13 @@ def plot_examples(
         raise ValueError(f"{len(titles)} titles for {k} examples")
     columns = ["input", "ground truth", *preds]
     ncols = len(columns)
-    panel = min(2.0, WIDTH_IN / ncols)
-    fig = _figure(panel * ncols, panel * k + 0.9)
+    tile = float(np.clip((WIDTH_IN - 1.0) / ncols, *EXAMPLE_TILE_IN))
+    per_line = _chars(tile, LABEL_PT)
+    headers = [_wrap(c, per_line) for c in columns]
+    header_lines = max(h.count("\n") + 1 for h in headers)
+    width = tile * ncols + 1.0  # the row labels' column
+    height = k * (tile + 0.1) + 0.17 * header_lines + 1.0
+    fig = _figure(width, height)
     grid = fig.subplots(k, ncols, squeeze=False)
     truth_color, pred_color, outline = "#ffd700", "#ff3b3b", "#00e5ff"
     for i in range(k):
@@ -576,32 +776,45 @@ def plot_examples(
             if j >= 2:
                 if 0 < truth[i].sum() < truth[i].size:
                     ax.contour(truth[i].astype(float), levels=[0.5], colors=outline, linewidths=1)
-                ax.text(
-                    0.03,
-                    0.04,
-                    f"Dice {_dice(mask, truth[i]):.2f}",
-                    transform=ax.transAxes,
-                    color="white",
-                    fontsize=8,
-                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "lw": 0},
-                )
+                ax.set_xlabel(f"Dice {_dice(mask, truth[i]):.2f}", fontsize=LABEL_PT, labelpad=2)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            if i == 0:  # long variant names break after each '+'
-                title = columns[j].replace("+", "+\n") if len(columns[j]) > 11 else columns[j]
-                ax.set_title(title, fontsize=8)
-        grid[i, 0].set_ylabel(titles[i], fontsize=9)
-    fig.suptitle("Example test slices")
+            if i == 0:
+                ax.set_title(headers[j], fontsize=LABEL_PT)
+        grid[i, 0].set_ylabel(
+            _wrap(titles[i], _chars(0.9, LABEL_PT + 1)),
+            fontsize=LABEL_PT + 1,
+            rotation=0,
+            ha="right",
+            va="center",
+            labelpad=6,
+        )
+    title = "Example test slices"
+    if cell:
+        title += f"; cell: {cell_text(cell)}"
+    fig.suptitle(_wrap(title, _chars(width, 12)))
     handles = [
         Patch(color=truth_color, alpha=0.6, label="ground truth"),
         Patch(color=pred_color, alpha=0.6, label="prediction"),
         Line2D([], [], color=outline, lw=1.5, label="ground-truth outline"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
-    return _save(fig, folder, "examples.png")
+    return fig
+
+
+def plot_examples(
+    images: Any,
+    truth: Any,
+    predictions: Mapping[str, Any],
+    folder: str | Path,
+    titles: Sequence[str] | None = None,
+    cell: Mapping[str, Any] | None = None,
+) -> Path:
+    """``examples.png``: ``draw_examples`` written into ``folder``."""
+    return _save(draw_examples(images, truth, predictions, titles, cell), folder, "examples.png")
 
 
 # --- Per table ---------------------------------------------------------------------------
@@ -619,14 +832,15 @@ def figures_for(
     - neither (no axes, or only other axes): ``dice_by_variant.png``, with one pair of
       panels per cell when there are axes;
     - one axis of labelled steps (a bundle axis, e.g. the decomposition of the thesis's
-      protocol) and one KD variant: also ``decomposition.png``, its difference per step.
+      protocol) and one KD variant: also ``decomposition.png``, its Dice and the
+      baseline's per step, and their difference.
     """
     axes = list(axes)
     paths = []
     kd = [v for v in _variants(summary) if v != "baseline"]
     if len(axes) == 1 and len(kd) == 1 and all(isinstance(v, str) for v in summary[axes[0]]):
-        rows = summary[summary["variant"] == kd[0]].rename(columns={axes[0]: "step"})
-        paths.append(plot_waterfall(rows[["step", "delta", "delta_low", "delta_high"]], folder))
+        steps = decomposition_steps(summary, axes[0], kd[0])
+        paths.append(plot_waterfall(steps, folder, kd[0]))
     if "data_fraction" in axes:
         paths.append(plot_fractions(summary, folder, axes))
     if "student.width" in axes:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdcore.rows import cell_text
 from kdcore.summary import in_cell, summary_markdown
 
 SPLIT_TEXT = {
@@ -36,11 +37,6 @@ def cells_of(trials: pd.DataFrame, axes: Sequence[str]) -> list[dict[str, Any]]:
     if not axes:
         return [{}]
     return trials.drop_duplicates(list(axes))[list(axes)].to_dict("records")
-
-
-def cell_text(cell: Mapping[str, Any]) -> str:
-    """E.g. 'teacher=T1, student.width=16'."""
-    return ", ".join(f"{k}={v}" for k, v in cell.items())
 
 
 def _per_cell(

@@ -1,9 +1,11 @@
-"""The trial schema: the columns of a trial's row, its metrics and their range, and the
-file name of a trial's per-epoch history. Plain Python (no pandas, no torch)."""
+"""The trial schema: the columns of a trial's row, its metrics and their range, how a
+grid cell is written, and the file name of a trial's per-epoch history. Plain Python (no
+pandas, no torch)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 # Test metrics of a trial, each a fraction in METRIC_RANGE.
@@ -32,6 +34,11 @@ TRIAL_COLUMNS = (
     "trial_s",  # the trial's time as Ray Tune measured it
     "node",  # the Ray node it ran on (its id's first 8 characters)
 )
+
+
+def cell_text(cell: Mapping[str, Any]) -> str:
+    """A grid cell as its axis values, e.g. 'teacher=T1, student.width=16' ('' for none)."""
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
 
 
 def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:

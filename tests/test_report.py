@@ -1,15 +1,18 @@
+import importlib.util
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from kdcore.io import replaced_dir
 from kdcore.provenance import git_commit
-from kdcore.report import time_line
-from kdcore.summary import summarize, summary_markdown
-from kdcore.table_folder import write_index, write_table
+from kdcore.report import render_report, thesis_rows, time_line
+from kdcore.summary import CLIPPED_NOTE, summarize, summary_markdown
+from kdcore.table_folder import read_examples, write_examples, write_index, write_table
+from tests.conftest import REPO
 
 
 def trials() -> pd.DataFrame:
@@ -173,3 +176,198 @@ def test_time_line_splits_a_trial_into_its_parts():
     assert "data 0.5, training steps 5.0, validation 3.0, checkpoints 0.2" in line
     assert "models and test 1.5" in line and "as Ray Tune measured it 10.5" in line
     assert "60 s for 6 trials, 2 at a time: 20.0 s of a slot per trial" in line
+
+
+def test_metric_intervals_are_clipped_to_zero_one_and_marked():
+    t = trials()
+    t.loc[t["variant"] == "baseline", "recall"] = [0.99, 0.999, 0.90]  # t-interval above 1
+    s = summarize(t, cases()).set_index("variant")
+    assert s.loc["baseline", "recall_high"] == 1.0 and s.loc["baseline", "recall_clipped"]
+    # the lower bound is the t-interval's own: mean 0.963, s = sqrt(0.005994 / 2),
+    # half-width 4.302653 * s / sqrt(3) = 0.13599
+    assert s.loc["baseline", "recall_low"] == pytest.approx(0.963 - 0.13599, abs=1e-5)
+    assert not s.loc["baseline", "dice_clipped"]
+    table = summary_markdown(summarize(t, cases()))
+    assert "0.963 [0.827, 1.000]†" in table and CLIPPED_NOTE in table
+    assert CLIPPED_NOTE not in summary_markdown(summarize(trials(), cases()))
+
+
+def test_a_dice_difference_interval_stays_within_100_points():
+    t = trials()
+    t.loc[t["variant"] == "baseline", "dice"] = [0.0, 0.0, 0.5]
+    t.loc[t["variant"] == "pmd", "dice"] = [1.0, 1.0, 0.6]
+    s = summarize(t, cases()).set_index("variant")
+    # differences 100, 100, 10: mean 70, s = sqrt(2700), half-width 4.302653 * 30
+    assert s.loc["pmd", "delta"] == pytest.approx(70.0)
+    assert s.loc["pmd", "delta_low"] == pytest.approx(70 - 4.302653 * 30, rel=1e-6)
+    assert s.loc["pmd", "delta_high"] == 100.0 and s.loc["pmd", "delta_clipped"]
+
+
+def _steps() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two steps: a slice split whose test slices come from 26 patients, and a patient
+    split with 8 test patients."""
+    rows, counts = [], []
+    for step, split, patients in (("0 thesis", "slice", 26), ("1 + split", "patient", 8)):
+        rows.append(_full_trials().assign(step=step, split=split, student="S1", teacher="T1"))
+        for variant in ("baseline", "pmd"):
+            for seed in range(3):
+                for case in range(patients):
+                    counts.append(
+                        {"step": step, "variant": variant, "seed": seed, "case": f"p{case}"}
+                        | {"tp": 50 + 10 * (variant == "pmd") + seed, "fp": 5, "fn": 20}
+                    )
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(counts)
+
+
+def _teacher(cells: list[dict], dice: float) -> dict:
+    test = {"dice": dice, "iou": 0.9, "recall": 0.95, "precision": 0.97, "dice_3d": 0.96}
+    return {"name": "T1(w16,d4)", "params": 2_707_380, "test": test, "best_epoch": 14} | {
+        "cells": cells
+    }
+
+
+def _render(trials, cases, axes, teachers, reference=None, rerendered=()) -> str:
+    return render_report(
+        "decomposition: x",
+        summarize(trials, cases, axes),
+        trials,
+        cases,
+        axes,
+        teachers,
+        "phantom CT (26 patients, seed 0), SLICE split (leaky, as the thesis), 64x64",
+        "Replicates differ in initialisation.",
+        "Protocol: THESIS, which departs.",
+        "python bench/run.py ablation=decomposition",
+        "seeds: [0, 1, 2]\n",
+        "abc123",
+        "2026-11-26 16:26:13 UTC",
+        reference,
+        ["decomposition.png", "examples.png"],
+        ["- Time per trial (mean seconds): data 0.0", ""],
+        rerendered,
+    )
+
+
+def test_the_report_says_per_cell_what_its_split_made_of_test_and_training():
+    trials, counts = _steps()
+    teachers = [
+        _teacher([{"step": "0 thesis"}], 0.972),
+        _teacher([{"step": "1 + split"}], 0.969),
+    ]
+    lines = _render(trials, counts, ["step"], teachers).splitlines()
+    assert "- Dataset: phantom CT (26 patients, seed 0), 64x64" in lines
+    assert (
+        "  - the test slices of 26 patients, whose other slices were in training (slice "
+        "split): step=0 thesis" in lines
+    )
+    assert "  - 8 test patients: step=1 + split" in lines
+    assert "  - 50% of the training slices: step=0 thesis" in lines
+    assert "  - 50% of the training patients: step=1 + split" in lines
+    slice_teacher, patient_teacher = (line for line in lines if line.startswith("- Teacher"))
+    assert slice_teacher.startswith(
+        "- Teacher (for step=0 thesis): T1(w16,d4), 2,707,380 parameters, trained on the "
+        "training slices, drawn from the same 26 patients as the test slices (slice split); "
+        "test Dice 0.972"
+    )
+    assert "trained on all training patients (none of the test patients); test Dice 0.969" in (
+        patient_teacher
+    )
+    # one split for every cell: one line each
+    one = trials[trials["step"] == "1 + split"]
+    lines = _render(one, counts[counts["step"] == "1 + split"], ["step"], teachers[1:])
+    assert "- Test set: 8 test patients\n" in lines
+    assert "- Student: S1 (1 parameters), trained on 50% of the training patients\n" in lines
+
+
+def test_the_reference_rows_are_marked_with_their_published_dice():
+    trials, counts = _steps()
+    trials["variant"] = trials["variant"].replace({"pmd": "kd-T1S1"})
+    counts["variant"] = counts["variant"].replace({"pmd": "kd-T1S1"})
+    reference = {
+        "source": "Published: Table 4.2.",
+        "rows": [
+            {"method": "S1: U-Net-S", "dice": 0.715},
+            {"method": "KD(T1,S1)", "dice": 0.772},
+            {"method": "KD(T2,S1)", "dice": 0.767},
+        ],
+    }
+    summary = summarize(trials, counts, ["step"])
+    marks = thesis_rows(summary, trials, ["step"], reference)
+    assert marks == ["S1: 0.715", "KD(T1,S1): 0.772"] * 2
+    other = trials.assign(teacher="T2(w8,h128,L4)")  # the same variant under another teacher
+    assert thesis_rows(summary, other, ["step"], reference) == ["S1: 0.715", ""] * 2
+    report = _render(trials, counts, ["step"], [_teacher([], 0.97)], reference)
+    assert "| 0 thesis  | **kd-T1S1**  |" in report and "| KD(T1,S1): 0.772 " in report
+    assert "- Rows in bold are the published table's own rows" in report
+    assert "published dice" not in _render(trials, counts, ["step"], [_teacher([], 0.97)])
+
+
+def _rerender_module():
+    spec = importlib.util.spec_from_file_location("rerender", REPO / "bench" / "rerender.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _committed_table(folder, trials, counts, axes, teachers) -> None:
+    markdown = _render(trials, counts, axes, teachers)
+    provenance = {
+        "ablation": "decomposition",
+        "axes": {a: list(trials[a].unique()) for a in axes},
+        "dataset": "phantom CT (26 patients, seed 0), SLICE split (leaky, as the thesis), 64x64",
+        "trials": len(trials),
+        "command": "python bench/run.py ablation=decomposition",
+        "commit": "abc123",
+        "written": "2026-11-26 16:26:13 UTC",
+        "config": {"reference_table": None},
+    }
+    histories = {"a.csv": [{"epoch": 1, "train_s": 1.0}]}
+    with replaced_dir(folder) as tmp:
+        write_table(tmp, trials, histories, counts, markdown, provenance, axes)
+        (tmp / "examples.png").write_bytes(b"committed examples")
+
+
+def test_rerender_redraws_from_the_trial_data_and_keeps_the_provenance(tmp_path):
+    rerender = _rerender_module()
+    trials, counts = _steps()
+    teachers = [_teacher([{"step": "0 thesis"}], 0.972), _teacher([{"step": "1 + split"}], 0.9)]
+    folder = tmp_path / "results" / "decomposition" / "t"
+    _committed_table(folder, trials, counts, ["step"], teachers)
+    parsed = rerender.teachers_of((folder / "table.md").read_text())
+    assert parsed == teachers  # the teacher lines read back
+    before = (folder / "table.md").read_text()
+    rerender.rerender(folder, "def456", "2026-12-01 10:00:00 UTC")
+    after = (folder / "table.md").read_text()
+    line = (
+        "Re-rendered at def456 on 2026-12-01 10:00:00 UTC by bench/rerender.py from the "
+        "committed trial data"
+    )
+    assert f"- Git commit: abc123\n- Written: 2026-11-26 16:26:13 UTC\n- {line}\n" in after
+    assert after.replace(f"- {line}\n", "") == before  # nothing else changed
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["commit"] == "abc123" and provenance["rerendered"] == [line]
+    assert (folder / "decomposition.png").stat().st_size > 5_000
+    # no stored predictions: the committed examples.png is kept as it was
+    assert (folder / "examples.png").read_bytes() == b"committed examples"
+    # with examples.npz the examples figure is drawn again, and a second line is added
+    images = np.zeros((2, 16, 16))
+    truth = np.zeros((2, 16, 16), dtype=bool)
+    write_examples(folder, images, truth, {"teacher": truth}, {"step": "0 thesis"})
+    rerender.rerender(folder, "0a0b0c", "2026-12-02 10:00:00 UTC")
+    assert (folder / "examples.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((folder / "provenance.json").read_text())["rerendered"]) == 2
+    assert "](examples.png)" in (folder / "table.md").read_text()
+
+
+def test_examples_are_stored_and_read_back_in_order(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 8, 8)).astype(np.float32)
+    truth = rng.random((3, 8, 8)) > 0.5
+    predictions = {"teacher": truth, "baseline": ~truth, "bottleneck+pmd": truth & False}
+    path = write_examples(tmp_path, images, truth, predictions, {"student.width": 16}, "abc")
+    back = read_examples(path)
+    assert list(back["predictions"]) == ["teacher", "baseline", "bottleneck+pmd"]
+    assert np.array_equal(back["images"], images) and np.array_equal(back["truth"], truth)
+    assert np.array_equal(back["predictions"]["baseline"], ~truth)
+    assert back["cell"] == {"student.width": 16} and back["titles"] == ["a", "b", "c"]
+    assert read_examples(write_examples(tmp_path, images, truth, {}))["titles"] is None
