@@ -1,9 +1,16 @@
-"""Every class of bad input, through the command line: one clear line on stderr, exit
-status 2, no traceback, and nothing written to results_dir.
+"""Every class of bad input gives one clear error: a ConfigError (a KDBenchError) with a
+one-line message that names the problem, and nothing written to results_dir.
 
 Classes: config values (ranges, types, enumerations, cross-key rules), overrides Hydra
-refuses, the machine (results_dir, device, Ray address), data files, and training that
-goes non-finite.
+refuses, the machine (results_dir, device, Ray address, Ray's CPUs), data files, and
+training that goes non-finite.
+
+Most cases are checked in-process, as ``bench/run.py`` would meet them: the config
+composed by Hydra, then the gate (``check_config``), or the job (``run_job``) for the
+data files, which the data stage reads. One case per class also runs the command line in
+a subprocess, for what only it shows: exit status 2, the message on stderr as a single
+``error:`` line, and no traceback. The cases that need Ray (the cluster's CPUs, a trial
+whose loss goes non-finite) run only there.
 """
 
 from __future__ import annotations
@@ -14,8 +21,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 
-from tests.conftest import TINY_AFFINE, run_cli, write_msd_folder
+from kdcore import run_job
+from kdcore.errors import KDBenchError
+from kdcore.gate import check_config
+from tests.conftest import REPO, TINY_AFFINE, run_cli, write_msd_folder
 
 BAD_INPUT = 2
 
@@ -90,6 +102,9 @@ MACHINE = {
         lambda _: ["ray.address=http://127.0.0.1:8265"],
         "is a dashboard / job-submission address",
     ),
+}
+# checked once Ray has started, before the teacher trains: only through the command line
+RAY_CPUS = {
     "more teacher workers than CPUs": (
         lambda _: ["teacher.workers=64", "variants=[pmd]", "seeds=[0]"],
         "teacher.workers=64 needs 64 CPUs",
@@ -186,22 +201,90 @@ def _static(cases: dict) -> dict:
     return {name: ((lambda _, a=args: list(a)), message) for name, (args, message) in cases.items()}
 
 
-CASES = {**_static(CONFIG), **_static(HYDRA), **MACHINE, **DATA, **TRAINING}
-
-
-@pytest.mark.parametrize("build, message", CASES.values(), ids=CASES.keys())
-def test_bad_input_gives_one_clear_error(build, message, tmp_path):
-    results = tmp_path / "results"
-    args = build(tmp_path)
+def _arguments(build, tmp: Path) -> list[str]:
+    """The case's overrides, with the smoke profile and results_dir and work_dir under
+    ``tmp`` unless it sets them."""
+    args = build(tmp)
     if not any(a.startswith("results_dir=") for a in args):
-        args.append(f"results_dir={results}")
-    profile = [] if any(a.startswith("profile=") for a in args) else ["profile=smoke"]
+        args.append(f"results_dir={tmp / 'results'}")
     if not any(a.startswith("work_dir=") for a in args):
-        args.append(f"work_dir={tmp_path / 'w'}")
-    proc = run_cli(*args, *profile)
+        args.append(f"work_dir={tmp / 'w'}")
+    if not any(a.startswith("profile=") for a in args):
+        args.append("profile=smoke")
+    return args
+
+
+def _compose(args: list[str]):
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return compose("config", overrides=args)
+
+
+def _messages(err: BaseException) -> str:
+    """The error's message and those of its causes (Hydra wraps OmegaConf's)."""
+    parts = []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__
+    return "\n".join(parts)
+
+
+def _assert_one_clear_error(err: KDBenchError, message: str, tmp: Path) -> None:
+    assert message in str(err)
+    assert len(str(err).splitlines()) == 1, str(err)  # bench/run.py prints one line
+    results = tmp / "results"
+    assert not results.exists() or not any(results.iterdir())
+
+
+GATE = {**_static(CONFIG), **MACHINE}
+
+
+@pytest.mark.parametrize("build, message", GATE.values(), ids=GATE.keys())
+def test_the_gate_refuses_bad_config_values_and_machines(build, message, tmp_path):
+    cfg = _compose(_arguments(build, tmp_path))
+    with pytest.raises(KDBenchError) as caught:
+        check_config(cfg)
+    _assert_one_clear_error(caught.value, message, tmp_path)
+
+
+@pytest.mark.parametrize("build, message", _static(HYDRA).values(), ids=HYDRA.keys())
+def test_hydra_refuses_bad_overrides(build, message, tmp_path):
+    with pytest.raises(HydraException) as caught:
+        _compose(_arguments(build, tmp_path))
+    assert message in _messages(caught.value)
+
+
+@pytest.mark.parametrize("build, message", DATA.values(), ids=DATA.keys())
+def test_the_job_refuses_bad_data_files_before_any_training(build, message, tmp_path):
+    cfg = _compose(_arguments(build, tmp_path))
+    lines = []
+    with pytest.raises(KDBenchError) as caught:
+        run_job(cfg, "test", lines.append)
+    _assert_one_clear_error(caught.value, message, tmp_path)
+    assert not any(line.startswith(("teacher", "grid")) for line in lines), lines
+
+
+# One case per class through the command line; the Ray-backed cases only there.
+ONE_PER_CLASS = {
+    "config: temperature zero": _static(CONFIG)["temperature zero"],
+    "hydra: unknown key": _static(HYDRA)["unknown key"],
+    "machine: results_dir is a file": MACHINE["results_dir is a file"],
+    **{f"machine: {k}": v for k, v in RAY_CPUS.items()},
+    "data: truncated image": DATA["truncated image"],
+    **{f"training: {k}": v for k, v in TRAINING.items()},
+}
+
+
+@pytest.mark.parametrize("name", ONE_PER_CLASS)
+def test_the_command_line_exits_2_with_one_error_line_and_no_traceback(name, tmp_path):
+    build, message = ONE_PER_CLASS[name]
+    proc = run_cli(*_arguments(build, tmp_path))
     assert proc.returncode == BAD_INPUT, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) <= 1  # ours is one line; Hydra's own messages have no "error:"
+    if name.startswith("hydra:"):  # Hydra prints its own message, without "error:"
+        assert errors == []
+    else:
+        assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    results = tmp_path / "results"
     assert not results.exists() or not any(results.iterdir())
