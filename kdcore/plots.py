@@ -165,8 +165,7 @@ def describe(fig: Figure) -> Drawn:
             )
         )
     legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
-    title = fig._suptitle.get_text() if fig._suptitle else ""
-    return Drawn(title, panels, legend)
+    return Drawn(fig.get_suptitle(), panels, legend)
 
 
 # --- Shared helpers ----------------------------------------------------------------------

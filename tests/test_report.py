@@ -155,8 +155,9 @@ def test_a_failed_write_keeps_the_old_table(tmp_path):
     assert sorted(p.name for p in folder.parent.iterdir()) == ["t"]
 
 
-def test_report_module_imports_no_torch():
-    code = "import sys, kdcore.report; print('torch' in sys.modules, 'ray' in sys.modules)"
+def test_report_modules_import_no_torch():
+    modules = "kdcore.report, kdcore.summary, kdcore.table_folder, kdcore.provenance"
+    code = f"import sys, {modules}; print('torch' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
