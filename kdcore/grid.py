@@ -17,6 +17,9 @@ from typing import Any
 
 # A checkpoint every few epochs of short trials is intended, not a bottleneck to warn of.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Metrics leave by one door (kdcore.tracking), not also by Tune's CSV, JSON and TensorBoard
+# files in every trial folder.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
 import torch  # noqa: E402
@@ -27,9 +30,10 @@ from kdcore.axes import axis_cells, cell_config, cell_labels  # noqa: E402
 from kdcore.errors import GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
-from kdcore.rows import TRIAL_COLUMNS  # noqa: E402
+from kdcore.rows import METRICS, TRIAL_COLUMNS, cell_text  # noqa: E402
 from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root  # noqa: E402
 from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
+from kdcore.tracking import Tracker, legal_name  # noqa: E402
 from kdcore.trial import run_trial, run_trial_on_workers  # noqa: E402
 from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
@@ -41,6 +45,12 @@ class ProgressLog(tune.Callback):
     def __init__(self, total: int, log: Log):
         self.total, self.log = total, log
         self.progress: Progress | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the run; the log (the job's run of the metric
+        # stream, with open event files) stays behind, and ``_fit`` hands a restored
+        # callback the log of the process that resumes the grid
+        return {**self.__dict__, "log": print}
 
     @staticmethod
     def _name(trial) -> str:
@@ -75,16 +85,22 @@ class ProgressLog(tune.Callback):
 
 
 def _trainable(
-    config: dict[str, Any], cfg: dict, teachers: dict | None, tuned: dict | None
+    config: dict[str, Any],
+    cfg: dict,
+    teachers: dict | None,
+    tuned: dict | None,
+    parent: str | None,
 ) -> None:
     """One Ray Tune trial: train a student in its grid cell, report per-epoch progress,
     then its row (with the cell's axis values).
 
     The trial's settings are its cell's, then, with ``tune=true``, either the factors of
     a tuning sample (``config["knobs"]``: only validation Dice is reported) or the tuned
-    settings of its (cell, variant) (``tuned``). Each epoch's line (losses per term,
-    validation Dice) goes to ``trial.log`` in the trial's folder. A non-finite loss ends
-    the trial with its message as the result, so the grid reports it without a traceback.
+    settings of its (cell, variant) (``tuned``). The trial is a run of the metric stream
+    (``kdcore.tracking``) nested under the job's run ``parent``: its settings, every
+    epoch's numbers, its test metrics; its lines (each epoch's losses per term and
+    validation Dice) go to ``trial.log`` in the trial's folder. A non-finite loss ends the
+    trial with its message as the result, so the grid reports it without a traceback.
     """
     base = OmegaConf.create(cfg)
     cfg = cell_config(base, config["cell"])
@@ -111,13 +127,22 @@ def _trainable(
         with open(trial_log, "a") as f:
             print(line, file=f)
 
+    kind = "tuning sample" if sample else "trial"
+    name = (
+        f"{kind} {cell_text(cell_labels(config['cell']))} {config['variant']} seed {config['seed']}"
+    )
+    params = {"variant": config["variant"], "seed": config["seed"], **(settings or {})}
+    params.update({f"axis.{k}": v for k, v in cell_labels(config["cell"]).items()})
+    track = Tracker.from_config(as_dict(cfg), log).run(
+        name, params, parent=parent, folder=Path.cwd() / "metrics"
+    )
     checkpoint_s = 0.0
 
     def on_epoch(state, ckpt: dict) -> None:
         nonlocal checkpoint_s
         h = state.history[-1]
-        # TensorBoard, one of Ray's loggers, refuses '@' in names (loss_at@dec)
-        metrics = {k.replace("@", "_at_"): v for k, v in h.items() if k != "epoch_s"}
+        track.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=state.epoch)
+        metrics = {legal_name(k): v for k, v in h.items() if k != "epoch_s"}  # Tune's own
         if every and state.epoch % every == 0 and state.epoch < epochs:
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
@@ -130,19 +155,35 @@ def _trainable(
     try:
         if sharded_trials(cfg):  # the trial's own workers: no per-epoch reports or resume
             row = run_trial_on_workers(cfg, config["variant"], config["seed"], teachers)
+            for h in row["history"]:
+                track.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
             if sample:
                 row = {"val_dice": row["val_dice"]}
         else:
             row = run_trial(
-                cfg, config["variant"], config["seed"], teachers, on_epoch, resume, log, not sample
+                cfg,
+                config["variant"],
+                config["seed"],
+                teachers,
+                on_epoch,
+                resume,
+                track.line,
+                not sample,
             )
     except NonFiniteLossError as err:
-        log(str(err))
+        track.line(str(err))
+        track.end("FAILED")
         if sample:  # a tuning sample that diverged is a bad sample, not a failed grid
             tune.report({"val_dice": -1.0, "settings": json.dumps(settings), "finished": True})
         else:
             tune.report({"failure": str(err), "finished": False})
         return
+    except BaseException:
+        track.end("FAILED")
+        raise
+    numbers = {k: row[k] for k in (*METRICS, "val_dice", "best_epoch") if k in row}
+    track.log_metrics({f"final_{k}": v for k, v in numbers.items()}, step=epochs)
+    track.end()
     if sample:
         row = {"val_dice": row["val_dice"], "settings": json.dumps(settings)}
         tune.report({**row, "finished": True})
@@ -177,6 +218,7 @@ def _fit(
     teachers: dict | None,
     tuned: dict | None,
     log: Log,
+    parent: str | None,
 ) -> list:
     """Run (or resume) the Ray Tune run ``name`` of ``_trainable`` trials and return its
     results, once every trial has finished; else raise GridError saying why."""
@@ -187,7 +229,9 @@ def _fit(
     # The config and the teachers' weights go through Ray's object store: trials on other
     # nodes need no shared disk, and a trial's own config is its cell, variant and seed.
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, cfg=as_dict(cfg), teachers=teachers, tuned=tuned),
+        tune.with_parameters(
+            _trainable, cfg=as_dict(cfg), teachers=teachers, tuned=tuned, parent=parent
+        ),
         resources,
     )
     connect(cfg, log)
@@ -195,6 +239,10 @@ def _fit(
     if tune.Tuner.can_restore(path):
         log(f"ray: resuming {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
+        local = getattr(tuner, "_local_tuner", None)  # (None through a Ray client)
+        for callback in (local.get_run_config().callbacks or []) if local else []:
+            if isinstance(callback, ProgressLog):
+                callback.log = log
     else:
         tuner = tune.Tuner(
             trainable,
@@ -240,16 +288,20 @@ def _fit(
 def _run_name(cfg: DictConfig, kind: str, extra: Any = None) -> str:
     """A Ray run's folder name: a hash of the config (and ``extra``), so that the same
     command resumes its own run."""
-    key = {k: v for k, v in as_dict(cfg).items() if k not in ("ray", "results_dir")}
+    key = {k: v for k, v in as_dict(cfg).items() if k not in ("ray", "results_dir", "tracking")}
     return f"{cfg.ablation_name or 'grid'}{kind}-{stable_hash([key, extra])}"
 
 
 def run_tuning(
-    cfg: DictConfig, teachers: dict[str, dict[str, torch.Tensor]] | None, log: Log = print
+    cfg: DictConfig,
+    teachers: dict[str, dict[str, torch.Tensor]] | None,
+    log: Log = print,
+    parent: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Equal tuning (``kdcore.tuning``): ``tuning.trials`` random-search trials for every
     (cell, variant) on seed ``tuning.seed``, judged on validation Dice; returns the best
-    settings of each (``tuning.choose``)."""
+    settings of each (``tuning.choose``). ``parent``: the id of the job's run, under which
+    each sample is a run of the metric stream."""
     cells = axis_cells(cfg)
     trials = cfg.tuning.trials
     total = len(cells) * len(cfg.variants) * trials
@@ -260,7 +312,9 @@ def run_tuning(
         "seed": cfg.tuning.seed,
         "knobs": search_space(cfg),
     }
-    results = _fit(cfg, _run_name(cfg, "-tuning"), space, total, trials, teachers, None, log)
+    results = _fit(
+        cfg, _run_name(cfg, "-tuning"), space, total, trials, teachers, None, log, parent
+    )
     samples = [
         {
             "cell": r.config["cell"],
@@ -278,13 +332,15 @@ def run_grid(
     teachers: dict[str, dict[str, torch.Tensor]] | None,
     log: Log = print,
     tuned: dict[str, dict[str, Any]] | None = None,
+    parent: str | None = None,
 ) -> list[dict]:
     """Run one trial per (cell, variant, seed) and return their rows, in grid order.
 
     A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
     cell's values as columns, the trial's per-epoch ``history`` and its per-patient test
     counts ``cases`` (lists of dicts). ``teachers``: weights by teacher folder name;
-    ``tuned``: the settings of each (cell, variant) from ``run_tuning``.
+    ``tuned``: the settings of each (cell, variant) from ``run_tuning``; ``parent``: the id
+    of the job's run, under which each trial is a run of the metric stream.
 
     The run folder under ``work_dir/ray`` is named by a hash of the config, so running
     the same command again resumes unfinished and failed trials and keeps finished ones.
@@ -296,13 +352,16 @@ def run_grid(
         "variant": tune.grid_search(list(cfg.variants)),
         "seed": tune.grid_search(list(cfg.seeds)),
     }
-    results = _fit(cfg, _run_name(cfg, "", tuned), space, total, 1, teachers, tuned, log)
+    results = _fit(cfg, _run_name(cfg, "", tuned), space, total, 1, teachers, tuned, log, parent)
     labels = [parse_variant(v).label for v in cfg.variants]
     ordered = []
     for r in results:
         cell = r.config["cell"]
         metrics = {**r.metrics, "trial_s": r.metrics["time_total_s"]}
-        row = {**cell_labels(cell), **{k: metrics[k] for k in TRIAL_COLUMNS}}
+        # an axis value wins over a trial column of the same name (a teacher axis labels
+        # its teachers 'T1', 'T2'; the trial's own column would say 'T1(w16,d4)')
+        row = cell_labels(cell)
+        row.update({k: metrics[k] for k in TRIAL_COLUMNS if k not in row})
         row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
         row["examples"] = r.metrics["examples"]
         ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
 from kdcore.gate import check_config
 from kdcore.grid import run_grid, run_tuning
-from kdcore.io import replaced_dir
+from kdcore.io import replaced_dir, run_lock
 from kdcore.losses import parse_variant
 from kdcore.names import (
     dataset_label,
@@ -35,18 +36,21 @@ from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import summarize, summary_markdown
-from kdcore.table_folder import write_index, write_table
+from kdcore.table_folder import write_examples, write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
     load_or_train_teacher,
     prepare_teacher_outputs,
     teacher_dir,
 )
+from kdcore.tracking import Run, Tracker
 from kdcore.training import predict
 from kdcore.trial import unpack_masks
 
 
-def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict]]:
+def prepare_teachers(
+    cfg: DictConfig, log: Log = print, track: Run | None = None
+) -> tuple[dict, list[dict]]:
     """Data for every cell of the grid, and each distinct teacher its cells need, trained
     once (or loaded from its cache) before any trial starts, with its output cache when
     ``kd.teacher_cache`` is on.
@@ -68,7 +72,7 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
         )
         if not needs_teacher:
             continue
-        teacher = load_or_train_teacher(cell_cfg, data, splits, log)
+        teacher = load_or_train_teacher(cell_cfg, data, splits, log, track)
         key = teacher.folder.name
         if key not in weights:
             weights[key] = teacher.weights()
@@ -79,9 +83,7 @@ def prepare_teachers(cfg: DictConfig, log: Log = print) -> tuple[dict, list[dict
     return weights, list(metas.values())
 
 
-def example_masks(
-    cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def example_masks(cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]) -> dict[str, Any]:
     """What the example figure shows, for the grid's first cell: test slices (one per
     patient, ``example_slices``), their ground truth, and the predictions of the teacher
     and of each variant's first seed."""
@@ -105,8 +107,12 @@ def example_masks(
         return np.flip(np.swapaxes(np.asarray(slices), 1, 2), axis=(1, 2))
 
     images = np.asarray(data.images[shown], dtype=np.float32)
-    shown_masks = {k: radiological(v) for k, v in predictions.items()}
-    return radiological(images), radiological(data.masks[shown]), shown_masks
+    return {
+        "images": radiological(images),
+        "truth": radiological(data.masks[shown]),
+        "predictions": {k: radiological(v) for k, v in predictions.items()},
+        "cell": labels,
+    }
 
 
 def tuning_lines(cfg: DictConfig, tuned: dict[str, dict] | None) -> list[str]:
@@ -150,13 +156,14 @@ def write_results(
     commit: str,
     tuned: dict[str, dict] | None,
     timing: tuple[float, int],
-    examples: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
+    examples: dict[str, Any],
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
     report with its statistics, figures and tuned settings, trials, per-patient counts,
     histories and provenance. Returns the paths of the report and the trials, and the
     summary. ``timing``: the grid's wall seconds and how many trials ran at once;
-    ``examples``: test slices, truth and predictions for the example figure."""
+    ``examples``: test slices, truth, predictions and the grid cell they come from, for
+    the example figure (also kept as ``examples.npz``, so that it can be drawn again)."""
     for r in rows:
         r.pop("examples")
     axes = list(grid_axes(cfg))
@@ -185,7 +192,8 @@ def write_results(
         "tuned": tuned,
     }
     with replaced_dir(folder) as tmp:  # the whole folder, swapped in when complete
-        figures = [*figures_for(summary, trials, axes, tmp), plot_examples(*examples, tmp)]
+        write_examples(tmp, **examples)
+        figures = [*figures_for(summary, trials, axes, tmp), plot_examples(folder=tmp, **examples)]
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
             summary,
@@ -213,29 +221,51 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
 
     ``command`` is recorded as the table's provenance (default: this call). Bad input
     raises ``ConfigError`` before any work starts; a failed trial raises ``GridError``;
-    neither writes anything to ``results_dir``.
+    neither writes anything to ``results_dir``. One run at a time per ``work_dir``
+    (``RunLockedError`` otherwise). Every line and number goes through one metric stream
+    (``kdcore.tracking``): a run for the job, with the teachers and trials nested in it.
     """
     start = time.perf_counter()
     check_config(cfg)
     run_cfg = absolute_paths(cfg)  # for the trials; the table records cfg as given
     command = command or "kdcore.run_job(cfg)"
     commit = git_commit()
-    teachers, teacher_metas = prepare_teachers(run_cfg, log)
-    cells = axis_cells(cfg)
-    log(
-        f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} seeds "
-        "with Ray Tune"
-    )
-    tuned = run_tuning(run_cfg, teachers or None, log) if cfg.tune else None
-    grid_start = time.perf_counter()
-    rows = run_grid(run_cfg, teachers or None, log, tuned)
-    timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
-    examples = example_masks(run_cfg, rows, teachers)
-    paths, summary = write_results(
-        cfg, rows, teacher_metas, command, commit, tuned, timing, examples
-    )
-    axes = list(grid_axes(cfg))
-    index = write_index(Path(cfg.results_dir))
-    log("\n" + summary_markdown(summary, axes))
-    log(f"done in {duration(time.perf_counter() - start)}: table {paths[0]} (every table: {index})")
+    tracker = Tracker.from_config(as_dict(run_cfg), log)
+    name = f"{cfg.ablation_name or 'grid'} {table_dir(cfg).name}"
+    with run_lock(run_cfg.work_dir), tracker.run(name, {"command": command, **as_dict(cfg)}) as job:
+        teachers, teacher_metas = prepare_teachers(run_cfg, job.line, job)
+        cells = axis_cells(cfg)
+        job.line(
+            f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} "
+            "seeds with Ray Tune"
+        )
+        tuned = run_tuning(run_cfg, teachers or None, job.line, job.id) if cfg.tune else None
+        grid_start = time.perf_counter()
+        rows = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
+        timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
+        examples = example_masks(run_cfg, rows, teachers)
+        paths, summary = write_results(
+            cfg, rows, teacher_metas, command, commit, tuned, timing, examples
+        )
+        axes = list(grid_axes(cfg))
+        index = write_index(Path(cfg.results_dir))
+        _track_table(job, summary, axes, paths[0].parent)
+        job.line("\n" + summary_markdown(summary, axes))
+        job.line(
+            f"done in {duration(time.perf_counter() - start)}: table {paths[0]} "
+            f"(every table: {index})"
+        )
     return paths
+
+
+def _track_table(job: Run, summary: pd.DataFrame, axes: list[str], folder: Path) -> None:
+    """The finished table in the job's run: its folder as an artifact, and each row's
+    mean test Dice (and paired difference from its baseline) as numbers."""
+    job.log_artifact(folder, folder="table")
+    numbers = {}
+    for _, row in summary.iterrows():
+        name = "/".join([*(f"{k}={row[k]}" for k in axes), str(row["variant"])])
+        numbers[f"dice/{name}"] = float(row["dice_mean"])
+        if "delta" in row and pd.notna(row["delta"]):
+            numbers[f"delta/{name}"] = float(row["delta"])
+    job.log_metrics(numbers, step=0)

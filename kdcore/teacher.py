@@ -36,13 +36,15 @@ from torch import Tensor, nn
 from kdcore.data.batches import batches, rank_share, to_tensors
 from kdcore.data.slices import SliceData
 from kdcore.data.splits import Splits
-from kdcore.io import atomic_path, write_text_atomic
+from kdcore.errors import DamagedCacheError
+from kdcore.io import discard_dir, verified_dir, verify_dir
 from kdcore.losses import MultiTaskLoss
 from kdcore.models import TAPS, count_parameters, teacher_name, teacher_network, teacher_settings
 from kdcore.progress import Log, Progress
 from kdcore.runtime import connect, run_on_workers, sharded_teacher, worker_rank
 from kdcore.settings import as_dict, resolve_device, stable_hash
 from kdcore.teacher_cache import TeacherOutputs, cache_problem, write_outputs
+from kdcore.tracking import Run
 from kdcore.training import FitSettings, FitState, evaluate, fit, model_device
 from kdcore.zero import (
     DeepSpeedBackend,
@@ -113,16 +115,23 @@ def teacher_epoch_line(h: dict[str, float], progress: str) -> str:
 
 
 def load_or_train_teacher(
-    cfg: DictConfig, data: SliceData, splits: Splits, log: Log = print
+    cfg: DictConfig, data: SliceData, splits: Splits, log: Log = print, track: Run | None = None
 ) -> Teacher:
     """The cached teacher for this config and data, trained first if there is none.
 
     The teacher trains on all training patients; its checkpoint is picked on validation.
+    A teacher trained here is a run of its own under ``track`` (the job's run): its
+    settings, every epoch's losses and validation Dice, and its test metrics.
     """
     folder = teacher_dir(cfg, data, splits)
-    if (folder / "meta.json").is_file():
-        log(f"teacher: reusing {folder}")
-        return Teacher(folder, json.loads((folder / "meta.json").read_text()))
+    if folder.is_dir():
+        try:
+            teacher = _cached_teacher(cfg, folder)
+            log(f"teacher: reusing {folder}")
+            return teacher
+        except DamagedCacheError as err:
+            log(f"teacher: {err.rebuild_message()}: training it again")
+            discard_dir(folder)
     name = teacher_name(cfg)
     start = time.perf_counter()
     run = train_teacher(cfg, data, splits, log)
@@ -138,11 +147,34 @@ def load_or_train_teacher(
         "test": evaluate(model, data, splits.test),
         "wall_s": time.perf_counter() - start,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.pt") as tmp:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
+    with verified_dir(folder) as tmp:  # model and metadata appear together, checksummed
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
+    if track is not None:
+        _track_teacher(track, cfg, run.state, meta)
+    return Teacher(folder, meta)
+
+
+def _track_teacher(track: Run, cfg: DictConfig, state: FitState, meta: dict[str, Any]) -> None:
+    """The teacher's run under the job's: settings, each epoch, test metrics."""
+    with track.child(f"teacher {meta['name']}", teacher_settings(cfg)) as child:
+        for h in state.history:
+            child.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+        test = {f"test_{k}": v for k, v in meta["test"].items() if isinstance(v, int | float)}
+        child.log_metrics(test, step=state.best_epoch)
+
+
+def _cached_teacher(cfg: DictConfig, folder: Path) -> Teacher:
+    """The teacher cached in ``folder``, checked against its manifest and loaded into the
+    network of ``cfg``; DamagedCacheError when any of it is wrong."""
+    verify_dir(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        teacher_network(cfg).load_state_dict(load_weights(folder / "model.pt"))
+    except (ValueError, RuntimeError, KeyError, OSError) as err:  # e.g. not a torch file
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DamagedCacheError(folder, "model.pt", f"cannot be loaded: {why[:200]}") from None
     return Teacher(folder, meta)
 
 
@@ -346,6 +378,8 @@ def write_teacher_outputs(teacher: nn.Module, data: SliceData, folder: Path) -> 
 def teacher_outputs(teacher: nn.Module, data: SliceData, folder: Path) -> TeacherOutputs:
     """The cache in ``folder``, written first if it is missing or damaged."""
     if cache_problem(folder, data) is not None:
+        if folder.exists():
+            discard_dir(folder)
         write_teacher_outputs(teacher, data, folder)
     return TeacherOutputs(folder, data)
 
@@ -356,8 +390,10 @@ def prepare_teacher_outputs(
     """Write the teacher-output cache once, before trials start reading it (rebuilding a
     damaged one, and saying so)."""
     folder = outputs_dir(cfg, data, splits)
-    problem = cache_problem(folder, data)
+    problem = cache_problem(folder, data, checksums=True)
     if problem is not None:
+        if folder.exists():
+            discard_dir(folder)
         why = "" if problem == "it does not exist" else f" (the cache is damaged: {problem})"
         log(f"teacher outputs: caching the taps of {len(data)} slices in {folder}{why}")
         if sharded_teacher(cfg):

@@ -4,7 +4,9 @@ by every trial instead of running the teacher at every step.
 Without augmentation a teacher's taps for a slice never change, so a grid can read them
 from disk: memory-mapped float16 arrays in the teacher's folder (keyed by teacher and
 data, so a new teacher gets a new cache). One writer (``write_outputs``) serves the
-one-process teacher and the sharded one; ``TeacherOutputs`` reads.
+one-process teacher and the sharded one; ``TeacherOutputs`` reads. The folder is written
+aside and renamed into place with a manifest of its files' sizes and checksums
+(``kdcore.io.verified_dir``); ``cache_problem`` checks it before use.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 from torch import Tensor
 
 from kdcore.data.slices import SliceData
-from kdcore.io import atomic_dir
+from kdcore.errors import DamagedCacheError
+from kdcore.io import verified_dir, verify_dir
 from kdcore.models import TAPS
 
 
@@ -29,7 +32,7 @@ def write_outputs(
     ``parts``: (slice indices, {tap: array of those slices}) in any order, covering every
     slice once."""
     n = len(data)
-    with atomic_dir(folder) as tmp:
+    with verified_dir(folder) as tmp:
         arrays: dict[str, np.memmap] = {}
         for idx, taps in parts:
             for name in TAPS:
@@ -47,29 +50,25 @@ def write_outputs(
             "data": data.key,
             "slices": n,
             "bytes_per_slice": sum(a[0].nbytes for a in arrays.values()),
-            "files": {f"{name}.npy": (tmp / f"{name}.npy").stat().st_size for name in arrays},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def cache_problem(folder: Path, data: SliceData) -> str | None:
-    """Why the cache in ``folder`` cannot be used for ``data`` (missing, made for other
-    data, a file missing or cut short), or None when it can."""
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
+def cache_problem(folder: Path, data: SliceData, checksums: bool = False) -> str | None:
+    """Why the cache in ``folder`` cannot be used for ``data`` (missing, damaged: a file
+    missing, cut short or, with ``checksums``, changed; or made for other data), or None
+    when it can."""
+    if not folder.is_dir():
         return "it does not exist"
     try:
-        meta = json.loads(meta_path.read_text())
+        verify_dir(folder, checksums)
+        meta = json.loads((folder / "meta.json").read_text())
+    except DamagedCacheError as err:
+        return f"{err.file} is damaged ({err.why})"
     except (OSError, ValueError) as err:
         return f"its meta.json cannot be read ({err})"
     if meta.get("data") != data.key or meta.get("slices") != len(data):
         return "it was made for other data"
-    for name, size in meta.get("files", {f"{t}.npy": None for t in TAPS}).items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if size is not None and path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, not {size}"
     return None
 
 

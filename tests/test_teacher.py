@@ -31,3 +31,63 @@ def test_cached_taps_match_the_live_teacher_in_float16(tiny_msd, tmp_path, monke
 
     monkeypatch.setattr(module, "write_teacher_outputs", fail)
     assert isinstance(teacher_outputs(teacher, data, tmp_path / "outputs"), TeacherOutputs)
+
+
+# ---- damaged caches: rebuilt, saying so ---------------------------------------------
+
+
+def smoke_teacher(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from kdcore.data.prepare import prepare_data
+    from kdcore.settings import absolute_paths
+    from tests.conftest import REPO
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["profile=smoke", "teacher.fit.epochs=1", f"work_dir={tmp_path / 'w'}"],
+        )
+    cfg = absolute_paths(cfg)
+    data, splits = prepare_data(cfg, lambda _: None)
+    return cfg, data, splits
+
+
+def test_a_damaged_teacher_is_trained_again_and_says_why(tmp_path):
+    from kdcore.io import write_manifest
+    from kdcore.models import build_student
+    from kdcore.teacher import load_or_train_teacher
+
+    cfg, data, splits = smoke_teacher(tmp_path)
+    first = load_or_train_teacher(cfg, data, splits, lambda _: None)
+    model = first.path
+    reference = first.weights()
+    # cut short, as by a full disk: the manifest's size no longer matches
+    model.write_bytes(model.read_bytes()[:100])
+    lines = []
+    again = load_or_train_teacher(cfg, data, splits, lines.append)
+    assert any("rebuilding" in line and "model.pt" in line for line in lines), lines
+    assert all(torch.equal(v, reference[k]) for k, v in again.weights().items())
+    # the wrong tensors, with a manifest that matches them: refused when loaded
+    torch.save(build_student(4).state_dict(), model)
+    write_manifest(model.parent)
+    lines = []
+    load_or_train_teacher(cfg, data, splits, lines.append)
+    assert any("cannot be loaded" in line for line in lines), lines
+    assert not any("reusing" in line for line in lines)
+
+
+def test_a_truncated_output_cache_is_rebuilt_and_says_why(tmp_path):
+    from kdcore.teacher import load_or_train_teacher, outputs_dir, prepare_teacher_outputs
+
+    cfg, data, splits = smoke_teacher(tmp_path)
+    teacher = load_or_train_teacher(cfg, data, splits, lambda _: None)
+    weights = teacher.weights()
+    prepare_teacher_outputs(cfg, data, splits, weights, lambda _: None)
+    dec = outputs_dir(cfg, data, splits) / "dec.npy"
+    whole = np.load(dec)
+    dec.write_bytes(dec.read_bytes()[: dec.stat().st_size // 2])
+    lines = []
+    outputs = prepare_teacher_outputs(cfg, data, splits, weights, lines.append)
+    assert any("damaged" in line and "dec.npy" in line for line in lines), lines
+    assert np.array_equal(np.asarray(outputs.arrays["dec"]), whole)
