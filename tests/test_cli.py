@@ -1,6 +1,6 @@
 """The command line end to end: a smoke grid through Ray Tune, resumed, beside a stale
-Ray session; a grid on an MSD-layout folder; the teacher-output cache. (Bad inputs:
-test_bad_inputs.py.)"""
+Ray session; a grid on an MSD-layout folder; the teacher-output cache; CI runs the
+README's test command. (Bad inputs: test_bad_inputs.py.)"""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli, write_msd_folder
+from tests.conftest import REPO, run_cli, write_msd_folder
 
 SCALES = [
     "baseline",
@@ -159,3 +159,11 @@ def test_grid_reads_teacher_taps_from_the_cache(tmp_path):
     assert "teacher outputs: caching" in proc.stdout and "KiB per slice" in proc.stdout
     assert len(pd.read_csv(table_of(results, "grid") / "trials.csv")) == 2
     assert list((tmp_path / "w" / "teachers").glob("*/outputs/dec.npy"))
+
+
+def test_ci_runs_the_readmes_test_command_and_the_slow_tests():
+    readme = (REPO / "README.md").read_text().splitlines()
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    command = ci[-1]
+    assert command in readme  # exactly as written there
+    assert command.endswith("&& pytest && pytest -m slow")  # the default run skips slow ones
