@@ -146,3 +146,66 @@ def test_masks_travel_as_text_unchanged():
 
     masks = torch.rand(3, 5, 7) > 0.5
     assert np.array_equal(unpack_masks(pack_masks(masks)), masks.numpy().astype(np.uint8))
+
+
+def _rank_trains_until_nan(rank: int, world: int, port: int, folder: str, queue) -> None:
+    """One rank of a 2-process gloo group: fit with ``DataParallel``, rank 1's loss going
+    NaN at its 3rd step; puts (rank, steps run, error text) on ``queue``."""
+    import torch.distributed as dist
+
+    from kdcore.training import DataParallel
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        data = load_slices(list_cases(folder), SliceSettings((0, 255), 16), f"{folder}/cache")
+        torch.manual_seed(0)
+        student = build_student(4)
+        loss = DistillationLoss((), THESIS_WEIGHTS, student.tap_channels)
+        steps = []
+
+        def loss_fn(x, y, _idx):
+            steps.append(1)
+            value, parts = loss(student(x), y)
+            if rank == 1 and len(steps) == 3:
+                value = value * float("nan")
+            return value, parts
+
+        idx = np.arange(len(data))
+        settings = FitSettings(epochs=3, batch_size=8, lr=1e-3)
+        try:
+            fit(
+                student, loss_fn, data, idx, idx[:8], settings, 0, backend=DataParallel(rank, world)
+            )
+            queue.put((rank, len(steps), "no error"))
+        except NonFiniteLossError as err:
+            queue.put((rank, len(steps), str(err)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_stops_at_the_step_one_rank_went_non_finite(tiny_msd):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tiny_msd / "cache")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    ranks = [
+        ctx.Process(target=_rank_trains_until_nan, args=(r, 2, port, str(tiny_msd), queue))
+        for r in range(2)
+    ]
+    for p in ranks:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in ranks)
+    for p in ranks:
+        p.join(timeout=30)
+    (rank0, steps0, error0), (rank1, steps1, error1) = results
+    assert steps0 == steps1 == 3  # both stopped at the step it happened, neither waits
+    assert "(rank 1)" in error1 and "non-finite in epoch 1" in error1
+    assert "on another of the 2 ranks" in error0
