@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kdcore.axes import NOT_AXES, axis_cells, axis_settings, cell_config, grid_axes
+from kdcore.axes import NOT_AXES, axis_cells, axis_settings, cell_config, cell_labels, grid_axes
 from kdcore.data.prepare import slice_settings
 from kdcore.data.sources import DATASETS
 from kdcore.data.splits import SPLIT_MODES
@@ -39,7 +39,8 @@ from kdcore.losses.prediction_map import PMD_MODES
 from kdcore.models import TEACHERS
 from kdcore.models.teachers import teacher_arch
 from kdcore.protocols import PROTOCOLS, SELECTIONS
-from kdcore.settings import leaves
+from kdcore.rows import history_name
+from kdcore.settings import PATH_KEYS, leaves
 from kdcore.tracking import SETTINGS as TRACKING_SETTINGS
 from kdcore.training import OPTIMIZERS, SCHEDULES
 
@@ -245,16 +246,19 @@ def check_config(cfg: DictConfig, outside: bool = True) -> None:
     (results_dir, device, Ray address), e.g. for configs composed in tests.
     """
     _check_values(cfg)
+    if outside:  # a missing GPU first: it is what the other device settings depend on
+        _check_device(cfg)
+    _check_paths(cfg)
     _check_axes(cfg)
     for cell in axis_cells(cfg):  # every cell of the grid is a config of its own
         cell_cfg = cell_config(cfg, cell)
         _check_values(cell_cfg)
         _check_variants(cell_cfg)
         _check_cross_keys(cell_cfg)
+    _check_file_names(cfg)
     if outside:
         for key in ("results_dir", "work_dir"):
             check_writable_dir(Path(cfg[key]), key)
-        _check_device(cfg)
         address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
         if address:
             check_ray_address(address)
@@ -344,6 +348,53 @@ def _check_cross_keys(cfg: DictConfig) -> None:
             "device=cuda but ray.gpus_per_trial=0 gives the trials no GPU: set "
             "ray.gpus_per_trial (e.g. 0.25 to share one GPU between four trials)"
         )
+
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS)
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    """Folders whose names the file system takes, and that fit in one line of a table."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, str):
+            continue
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(
+                f"{key} {value!r} holds a newline or another control character: choose a "
+                "path without one"
+            )
+        long = [part for part in Path(value).parts if len(part.encode()) > NAME_MAX]
+        if long:
+            raise ConfigError(
+                f"{key} has a folder name of {len(long[0].encode())} bytes "
+                f"({long[0][:40]}...); file systems allow at most {NAME_MAX}: choose a "
+                "shorter path"
+            )
+        if len(str(Path(value).absolute()).encode()) > PATH_MAX - 2 * NAME_MAX:
+            raise ConfigError(
+                f"{key} is {len(value.encode())} bytes long, too long for the files the "
+                f"suite writes under it (a path may have at most {PATH_MAX}): choose a "
+                "shorter path"
+            )
+
+
+def _check_file_names(cfg: DictConfig) -> None:
+    """Every file a table will hold has a name the file system takes: a trial's history
+    is named by its axis values, its variant's label and its seed."""
+    axes = list(grid_axes(cfg))
+    seed = max(cfg.seeds)
+    for cell in axis_cells(cfg):
+        for variant in cfg.variants:
+            row = {**cell_labels(cell), "variant": parse_variant(variant).label, "seed": seed}
+            name = history_name(row, axes)
+            if len(name.encode()) > NAME_MAX:
+                raise ConfigError(
+                    f"variant {variant[:40]!r}... makes a file name of {len(name.encode())} "
+                    f"bytes ({name[:40]}...), over the file system's {NAME_MAX}: give it a "
+                    "shorter label (label:terms)"
+                )
 
 
 def _check_device(cfg: DictConfig) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdcore.rows import cell_text
+from kdcore.rows import cell_text, one_line
 from kdcore.summary import in_cell, summary_markdown
 
 SPLIT_TEXT = {
@@ -253,7 +253,7 @@ def render_report(
         "",
         "## Provenance",
         "",
-        f"- Command: `{command}`",
+        f"- Command: `{one_line(command)}`",
         f"- Git commit: {commit}",
         f"- Written: {written}",
         *[f"- {line}" for line in rerendered],

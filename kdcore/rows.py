@@ -5,6 +5,7 @@ pandas, no torch)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,3 +47,9 @@ def history_name(row: dict[str, Any], axes: list[str] = ()) -> str:
     'data_fraction=0.25_bottleneck+pmd-seed0.csv'."""
     cell = "".join(f"{k}={row[k]}_" for k in axes)
     return f"{cell}{row['variant']}-seed{row['seed']}.csv".replace(os.sep, "_")
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters written as escapes ('\\n'), so
+    that it stays in one cell of a Markdown table."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)

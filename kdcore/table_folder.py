@@ -27,7 +27,7 @@ import pandas as pd
 
 from kdcore.errors import ConfigError
 from kdcore.io import atomic_path, write_text_atomic
-from kdcore.rows import TRIAL_COLUMNS
+from kdcore.rows import TRIAL_COLUMNS, one_line
 
 INDEX_NAME = "index.md"
 EXAMPLES_NAME = "examples.npz"
@@ -156,7 +156,7 @@ def write_index(results_dir: Path) -> Path:
                 "table": f"[{path.parent.relative_to(results_dir)}]"
                 f"({path.parent.relative_to(results_dir)}/table.md)",
                 "trials": p["trials"],
-                "command": f"`{p['command']}`",
+                "command": f"`{one_line(p['command'])}`",
                 "commit": p["commit"][:10],
                 "written": p["written"],
             }

@@ -227,3 +227,26 @@ def test_thesis_ablations_compose_with_five_seeds(ablation):
     cfg = make(f"ablation={ablation}")
     check_config(cfg, outside=False)
     assert len(cfg.seeds) >= 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (f"variants=[baseline,{'x' * 300}:pmd]", "give it a shorter label"),
+        (f"results_dir=/tmp/{'r' * 300}", "folder name of 300 bytes"),
+        ("work_dir='/tmp/a\nb'", "newline"),
+    ],
+)
+def test_names_the_file_system_refuses_are_refused_up_front(tmp_path, override, message):
+    cfg = make("profile=smoke", f"results_dir={tmp_path / 'r'}", f"work_dir={tmp_path}", override)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_gpu_is_reported_before_the_gpu_settings(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no usable CUDA GPU"):
+        check_config(make("profile=smoke", "device=cuda"))  # ray.gpus_per_trial is 0 too

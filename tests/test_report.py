@@ -372,3 +372,12 @@ def test_examples_are_stored_and_read_back_in_order(tmp_path):
     assert np.array_equal(back["predictions"]["baseline"], ~truth)
     assert back["cell"] == {"student.width": 16} and back["titles"] == ["a", "b", "c"]
     assert read_examples(write_examples(tmp_path, images, truth, {}))["titles"] is None
+
+
+def test_a_command_with_a_newline_stays_in_one_table_cell():
+    from kdcore.rows import one_line
+
+    assert (
+        one_line("python bench/run.py 'work_dir=/a\nb'") == "python bench/run.py 'work_dir=/a\\nb'"
+    )
+    assert one_line("données") == "données"
