@@ -117,3 +117,40 @@ def test_a_t2_teacher_trains_caches_its_taps_and_distils(tmp_path, local_ray):
     trials = pd.read_csv(paths[1])
     assert list(trials["variant"]) == ["baseline", "pmd"] and trials["dice"].notna().all()
     assert "Teacher: T2(w2,h32,L2)" in paths[0].read_text()
+
+
+def test_every_number_of_a_job_reaches_mlflow_and_tensorboard(tmp_path, local_ray):
+    from mlflow.tracking import MlflowClient
+
+    from kdcore.tracking import tensorboard_scalars
+
+    cfg = make(tmp_path, "tracking.mlflow=true")
+    paths = kdcore.run_job(cfg, "tracked", [].append)
+    client = MlflowClient(tracking_uri=(tmp_path / "work" / "mlruns").as_uri())
+    runs = client.search_runs(client.search_experiments()[0].experiment_id.split())
+    by_name = {r.info.run_name: r for r in runs}
+    job = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == job.info.run_id]
+    names = sorted(r.info.run_name for r in children)
+    assert len(runs) == 4 and len(children) == 3, sorted(by_name)
+    assert names[0].startswith("teacher") and names[1:] == [
+        "trial  baseline seed 0",
+        "trial  pmd seed 0",
+    ]
+    epochs = cfg.student.fit.epochs
+    trial = by_name["trial  pmd seed 0"]
+    history = client.get_metric_history(trial.info.run_id, "loss_pmd")
+    assert [m.step for m in history] == list(range(1, epochs + 1))
+    assert trial.data.params["variant"] == "pmd"
+    trials = pd.read_csv(paths[1])
+    final = client.get_metric_history(trial.info.run_id, "final_dice")[0].value
+    assert final == pytest.approx(trials.set_index("variant").loc["pmd", "dice"])
+    teacher = next(r for r in children if r.info.run_name.startswith("teacher"))
+    assert len(client.get_metric_history(teacher.info.run_id, "val_dice")) == 6  # smoke epochs
+    assert "dice/baseline" in job.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(job.info.run_id, "table")]
+    assert "table/table.md" in artifacts
+    # TensorBoard: the trial's event files in its own folder, one value per epoch
+    events = list((tmp_path / "work" / "ray").rglob("metrics"))
+    scalars = [tensorboard_scalars(folder) for folder in events]
+    assert any(len(s.get("val_dice", [])) == epochs for s in scalars), scalars
