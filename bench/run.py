@@ -8,13 +8,21 @@
 Steps (``kdcore.run_job``): check the config, prepare the data (generated or loaded,
 cached), train or reuse the teacher, run one Ray Tune trial per (variant, seed), write
 the table under results_dir/<ablation>/<settings>/ and the index results_dir/index.md.
-Bad input ends with one line on stderr and exit status 2.
+
+Every failure ends with one line on stderr, without a traceback: bad input with exit
+status 2; a full, over-quota, read-only or forbidden disk with 74 (EX_IOERR), naming the
+path; SIGINT (Ctrl-C) or SIGTERM with "interrupted: run the same command again to
+resume" and 130 or 143. Tables are built aside and swapped in whole, so an interrupted
+run leaves the previous table as it was, and the next run resumes the grid.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,14 +32,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import hydra
 from omegaconf import DictConfig
 
-from kdcore.errors import KDBenchError
+from kdcore.errors import KDBenchError, storage_message
 
 BAD_INPUT = 2
+DISK_ERROR = 74  # sysexits.h EX_IOERR
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPTED = "interrupted: run the same command again to resume"
 started = False  # set once Hydra has composed the config and the job begins
+stop_signal: int | None = None  # the first SIGINT / SIGTERM received
 
 
 def log(message: str) -> None:
     print(f"[kdbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def on_stop(signum: int, _frame) -> None:
+    """SIGINT / SIGTERM: remember which, and stop the job with a KeyboardInterrupt (which
+    Ray passes through its blocking calls). A second signal during the clean-up exits at
+    once."""
+    global stop_signal
+    if stop_signal is not None:
+        print(f"{INTERRUPTED} (stopped at once)", file=sys.stderr, flush=True)
+        os._exit(128 + stop_signal)
+    stop_signal = signum
+    raise KeyboardInterrupt
+
+
+def hold_stop_signals() -> None:
+    """Install ``on_stop`` for SIGINT and SIGTERM, and keep it installed.
+
+    ``ray.init`` replaces the SIGTERM handler with one that exits without a word (status
+    1, or an abort from Ray's core), and Ray Tune its SIGINT handler with one that stops
+    the grid gracefully: in this process, later handlers for these two signals are
+    ignored (and Tune is told not to set its own). Ray's core is also told not to print
+    a stack dump of its own on SIGTERM (a local Ray's workers inherit that setting).
+    """
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    set_handler = signal.signal
+    for signum in STOP_SIGNALS:
+        set_handler(signum, on_stop)
+
+    def keep_ours(signum, handler):
+        if signum in STOP_SIGNALS and threading.current_thread() is threading.main_thread():
+            return on_stop
+        return set_handler(signum, handler)
+
+    signal.signal = keep_ours
+
+
+def fail(message: str, status: int) -> None:
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
@@ -42,14 +94,22 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run_job(cfg, shlex.join(["python", "bench/run.py", *sys.argv[1:]]), log)
-    except KDBenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(BAD_INPUT)
+    except BaseException as err:
+        if stop_signal is not None:  # whatever the interrupt became on its way up
+            fail(INTERRUPTED, 128 + stop_signal)
+        if isinstance(err, KDBenchError):
+            fail(f"error: {err}", BAD_INPUT)
+        if isinstance(err, OSError) and (message := storage_message(err)):
+            fail(f"error: {message}", DISK_ERROR)
+        raise
 
 
 if __name__ == "__main__":
+    hold_stop_signals()
     try:
         main()
+    except KeyboardInterrupt:  # while Hydra composes the config
+        fail(INTERRUPTED, 128 + (stop_signal or signal.SIGINT))
     except SystemExit as stop:
         # Hydra exits with 1 when an override is bad (unknown key, group option or
         # syntax), before the job starts: that is bad input too.

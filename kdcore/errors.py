@@ -45,6 +45,9 @@ class DamagedCacheError(KDBenchError, OSError):
             f"{self.folder}: {file} is damaged ({why}); delete the folder to rebuild it"
         )
 
+    def __reduce__(self):  # Ray sends errors between processes: rebuild from the parts
+        return type(self), (self.folder, self.file, self.why)
+
     def rebuild_message(self) -> str:
         """'rebuilding <folder>: <file> is damaged (<why>)'."""
         return f"rebuilding {self.folder}: {self.file} is damaged ({self.why})"

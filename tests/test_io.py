@@ -2,6 +2,7 @@ import errno
 import json
 import multiprocessing
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,11 @@ def test_damage_names_the_file_and_why(tmp_path, damage, file, why):
     err = info.value
     assert (err.folder, err.file) == (folder, file) and err.why.startswith(why)
     assert err.rebuild_message() == f"rebuilding {folder}: {file} is damaged ({err.why})"
+
+
+def test_damage_travels_between_processes(tmp_path):
+    err = pickle.loads(pickle.dumps(DamagedCacheError(tmp_path, "x.npy", "missing")))
+    assert err.rebuild_message() == f"rebuilding {tmp_path}: x.npy is damaged (missing)"
 
 
 def test_size_only_verification_skips_checksums(tmp_path):
