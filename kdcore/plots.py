@@ -37,7 +37,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from kdcore.io import atomic_path
-from kdcore.rows import METRIC_RANGE, METRICS, cell_text
+from kdcore.rows import BASELINE, METRIC_RANGE, METRICS, cell_text
 
 DPI = 120
 WIDTH_IN = 8.5  # inches: about 1000 px at DPI
@@ -182,15 +182,15 @@ def axes_of(summary: pd.DataFrame) -> list[str]:
 def _variants(summary: pd.DataFrame) -> list[str]:
     """Variants in table order, the baseline first if present."""
     order = list(dict.fromkeys(summary["variant"]))
-    return sorted(order, key=lambda v: v != "baseline")
+    return sorted(order, key=lambda v: v != BASELINE)
 
 
 def _colors(variants: Sequence[str]) -> dict[str, Any]:
     """A colour per variant: the baseline dark grey, the others from tab10 (no grey)."""
     palette = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]
-    kd = [v for v in variants if v != "baseline"]
+    kd = [v for v in variants if v != BASELINE]
     out: dict[str, Any] = {v: palette[i % len(palette)] for i, v in enumerate(kd)}
-    out["baseline"] = BASELINE_COLOR
+    out[BASELINE] = BASELINE_COLOR
     return out
 
 
@@ -302,7 +302,7 @@ def plot_variants(
 
 def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
     y = np.arange(len(cell))
-    base = cell[cell["variant"] == "baseline"]
+    base = cell[cell["variant"] == BASELINE]
     if len(base):
         b = base.iloc[0]
         lo, hi = _band(b["dice_mean"], b["dice_low"], b["dice_high"])
@@ -314,7 +314,7 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
             y[i],
             xerr=_errors(r["dice_mean"], r["dice_low"], r["dice_high"]),
             fmt="o",
-            color=BASELINE_COLOR if r["variant"] == "baseline" else KD_COLOR,
+            color=BASELINE_COLOR if r["variant"] == BASELINE else KD_COLOR,
             capsize=3,
             lw=1.5,
             label=r["variant"],
@@ -325,7 +325,7 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
 
     right.axvline(0, color="0.2", lw=1)
     for i, r in cell.iterrows():
-        if r["variant"] == "baseline":
+        if r["variant"] == BASELINE:
             right.text(0, y[i], " reference", va="center", color="0.4", style="italic")
             continue
         if pd.isna(r.get("delta", np.nan)):
@@ -404,7 +404,7 @@ def _line_panels(
             x = x[order]
             mean, low, high = (rows[f"dice_{s}"].to_numpy(float)[order] for s in BOUNDS)
             lo, hi = _band(mean, low, high)
-            style = {"ls": "--"} if v == "baseline" else {}
+            style = {"ls": "--"} if v == BASELINE else {}
             # markers at the edge of [0, 1] stay whole
             ax.plot(x, mean, marker="o", color=colors[v], lw=1.8, label=v, clip_on=False, **style)
             ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
@@ -427,7 +427,7 @@ def _line_panels(
         fig.supylabel(ylabel, fontsize=10)
     fig.suptitle(f"{title} {_seeds_note(summary, 'bands: ' + INTERVALS)}")
     handles = [
-        Line2D([], [], color=colors[v], marker="o", ls="--" if v == "baseline" else "-", label=v)
+        Line2D([], [], color=colors[v], marker="o", ls="--" if v == BASELINE else "-", label=v)
         for v in variants
     ]
     handles.append(
@@ -669,7 +669,7 @@ def decomposition_steps(summary: pd.DataFrame, step_key: str, variant: str) -> p
 
     kd = summary[summary["variant"] == variant].set_index(step_key)
     steps = kd[["delta", "delta_low", "delta_high"]].join(rows(variant, "kd"))
-    steps = steps.join(rows("baseline", "baseline"))
+    steps = steps.join(rows(BASELINE, "baseline"))
     return steps.rename_axis("step").reset_index()
 
 
@@ -836,7 +836,7 @@ def figures_for(
     """
     axes = list(axes)
     paths = []
-    kd = [v for v in _variants(summary) if v != "baseline"]
+    kd = [v for v in _variants(summary) if v != BASELINE]
     if len(axes) == 1 and len(kd) == 1 and all(isinstance(v, str) for v in summary[axes[0]]):
         steps = decomposition_steps(summary, axes[0], kd[0])
         paths.append(plot_waterfall(steps, folder, kd[0]))

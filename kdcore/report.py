@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdcore.rows import cell_text, one_line
+from kdcore.rows import BASELINE, cell_text, one_line
 from kdcore.summary import in_cell, summary_markdown
 
 SPLIT_TEXT = {
@@ -150,7 +150,7 @@ def thesis_rows(
         cell = in_cell(trials, row, axes)
         student = str(cell["student"].iloc[0])
         family = _TEACHER_FAMILY.match(str(cell["teacher"].iloc[0]))
-        if row["variant"] == "baseline":
+        if row["variant"] == BASELINE:
             out.append(students.get(student, ""))
         else:
             out.append(kd.get((row["variant"], family and family[0], student), ""))

@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+BASELINE = "baseline"  # the variant without KD terms, which every KD row is compared with
+
 # Test metrics of a trial, each a fraction in METRIC_RANGE.
 METRICS = ("dice", "iou", "recall", "precision", "dice_3d")
 METRIC_RANGE = (0.0, 1.0)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdcore.rows import METRIC_RANGE, METRICS
+from kdcore.rows import BASELINE, METRIC_RANGE, METRICS
 from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
 
 # A difference of two Dice scores, in points, lies in this range.
@@ -64,7 +64,7 @@ def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -
                 {f"{m}_mean": ci.mean, f"{m}_low": low, f"{m}_high": high, f"{m}_clipped": clipped}
             )
         row["wall_s"] = group["wall_s"].mean()
-        if values["variant"] != "baseline":
+        if values["variant"] != BASELINE:
             row.update(_against_baseline(trials, cases, values, axes, group))
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -90,7 +90,7 @@ def _against_baseline(
 ) -> dict[str, Any]:
     """The paired and bootstrap comparisons of one KD row with its cell's baseline."""
     cell = in_cell(trials, values, axes)
-    base = cell[cell["variant"] == "baseline"].set_index("seed")
+    base = cell[cell["variant"] == BASELINE].set_index("seed")
     seeds = [s for s in group["seed"] if s in base.index]
     if not seeds:
         return {}
@@ -107,7 +107,7 @@ def _against_baseline(
             ]
         )
 
-    boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack("baseline"))
+    boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack(BASELINE))
     low, high, clipped = clip_interval(100 * diff.low, 100 * diff.high, DELTA_RANGE)
     out = {
         "delta": 100 * diff.mean,
@@ -163,7 +163,7 @@ def summary_markdown(
             if m == "dice" and marked:
                 row["published dice (thesis row)"] = published[i] or "—"
         if "delta" in summary:
-            kd = r["variant"] != "baseline" and not pd.isna(r.get("delta"))
+            kd = r["variant"] != BASELINE and not pd.isna(r.get("delta"))
             clipped = _clipped(r, "delta_clipped")
             row["Δ dice pts, paired by seed [95% CI]"] = (
                 _interval(r["delta"], r["delta_low"], r["delta_high"], 2, "+", clipped)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from kdcore.errors import ConfigError
 from kdcore.losses.registry import FEATURE_SCALES, METHODS
 from kdcore.losses.segmentation import build_seg_loss
+from kdcore.rows import BASELINE
 
 MTMS_TERMS = (*FEATURE_SCALES, "pmd")  # enc, bottleneck, dec (InfoNCE) and pmd (prediction map)
 SCALE_METHOD = "infonce"  # the method of a term that is a scale alone
@@ -35,9 +36,6 @@ DEFAULT_SETTINGS = {
     "heads": "trained",
     "pmd_mode": "kl",
 }
-
-
-BASELINE = "baseline"  # the one name of the variant without KD terms, in specs and tables
 
 
 class Variant(NamedTuple):
