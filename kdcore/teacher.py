@@ -16,6 +16,7 @@ travel through Ray Train's checkpoints, so the workers may run on other nodes.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tempfile
@@ -93,6 +94,18 @@ def load_weights(path: Path) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def save_weights(weights: dict[str, Tensor], path: Path) -> None:
+    """``torch.save`` of a state dict, serialised in memory and then written, so that a
+    full disk is an OSError naming ``path`` (torch's own writer reports it as a
+    RuntimeError about stream positions)."""
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    try:
+        path.write_bytes(buffer.getbuffer())
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+
+
 def teacher_dir(cfg: DictConfig, data: SliceData, splits: Splits) -> Path:
     """Cache folder of the teacher, keyed by its config, the data and the training split."""
     key = stable_hash(
@@ -148,7 +161,7 @@ def load_or_train_teacher(
         "wall_s": time.perf_counter() - start,
     }
     with verified_dir(folder) as tmp:  # model and metadata appear together, checksummed
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        save_weights({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
     if track is not None:

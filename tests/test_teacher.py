@@ -91,3 +91,18 @@ def test_a_truncated_output_cache_is_rebuilt_and_says_why(tmp_path):
     outputs = prepare_teacher_outputs(cfg, data, splits, weights, lines.append)
     assert any("damaged" in line and "dec.npy" in line for line in lines), lines
     assert np.array_equal(np.asarray(outputs.arrays["dec"]), whole)
+
+
+def test_a_full_disk_while_saving_a_teacher_names_the_file():
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    from kdcore.teacher import save_weights
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(OSError) as err:
+        save_weights({"w": torch.zeros(1000)}, Path("/dev/full"))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == "/dev/full"
