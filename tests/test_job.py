@@ -154,3 +154,14 @@ def test_every_number_of_a_job_reaches_mlflow_and_tensorboard(tmp_path, local_ra
     events = list((tmp_path / "work" / "ray").rglob("metrics"))
     scalars = [tensorboard_scalars(folder) for folder in events]
     assert any(len(s.get("val_dice", [])) == epochs for s in scalars), scalars
+
+
+def test_the_examples_of_a_grid_with_a_teacher_axis_show_every_variant(tmp_path, local_ray):
+    from kdcore.table_folder import read_examples
+
+    axis = "+axes={teacher:[{label:T1,teacher.arch:t1},{label:T2,teacher.arch:t2}]}"
+    paths = kdcore.run_job(make(tmp_path, axis), "teacher axis", [].append)
+    examples = read_examples(paths[0].parent / "examples.npz")
+    assert list(examples["predictions"]) == ["teacher", "baseline", "pmd"]
+    assert examples["cell"] == {"teacher": "T1"}
+    assert list(pd.read_csv(paths[1])["teacher"]) == ["T1", "T1", "T2", "T2"]
