@@ -1,8 +1,10 @@
 """kdcore: knowledge distillation for medical image segmentation (library, no CLI).
 
 ``kdcore.run_job(cfg)`` runs a whole job (data, teacher, grid, tables) from a Hydra
-config; the stages live in ``config``, ``data``, ``teacher``, ``trial``, ``grid`` and
-``report``.
+config. The stages (``job``, ``grid``, ``tuning``, ``trial``, ``teacher``) call services
+(``gate``, ``runtime``, ``zero``, ``teacher_cache``, ``tracking``, the tables and
+figures), which call the kinds (``models``, ``losses``, ``data``, ``training``), which call
+the basics (``settings``, ``axes``, ``io``, ``errors``, ``progress``, ``rows``).
 """
 
 from __future__ import annotations
