@@ -8,7 +8,11 @@ read-only, no permission) it reports the same way.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class KDBenchError(Exception):
@@ -17,6 +21,17 @@ class KDBenchError(Exception):
 
 class ConfigError(KDBenchError, ValueError):
     """Bad input (config value, data folder, data content) that the user must fix."""
+
+
+def registry_entry(registry: Mapping[str, T], key: str, name: str, what: str) -> T:
+    """``registry[name]`` (the value of setting ``key``), or a ConfigError listing the
+    names it knows."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ConfigError(
+            f"{key} {name!r} is not a {what} this suite knows; choose one of {', '.join(registry)}"
+        ) from None
 
 
 class NonFiniteLossError(KDBenchError, FloatingPointError):

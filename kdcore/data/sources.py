@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from kdcore.data.msd import locate_msd_spleen
 from kdcore.data.phantom import write_phantom_dataset
-from kdcore.errors import ConfigError
+from kdcore.errors import registry_entry
 from kdcore.io import atomic_dir
 from kdcore.progress import Log
 from kdcore.settings import as_dict, stable_hash
@@ -56,10 +56,4 @@ DATASETS: dict[str, DataSource] = {
 
 def data_source(cfg: DictConfig) -> DataSource:
     """The registry entry of ``data.name``."""
-    try:
-        return DATASETS[cfg.data.name]
-    except KeyError:
-        raise ConfigError(
-            f"data.name {cfg.data.name!r} is not a dataset this suite knows; choose one of "
-            f"{', '.join(DATASETS)}"
-        ) from None
+    return registry_entry(DATASETS, "data.name", cfg.data.name, "dataset")

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdcore.errors import ConfigError
+from kdcore.errors import ConfigError, registry_entry
 from kdcore.models.transunet import TransUNet
 from kdcore.models.unet import build_teacher
 
@@ -104,13 +104,7 @@ TEACHERS: dict[str, TeacherArch] = {
 
 def teacher_arch(cfg: DictConfig) -> TeacherArch:
     """The registry entry of ``teacher.arch``."""
-    try:
-        return TEACHERS[cfg.teacher.arch]
-    except KeyError:
-        raise ConfigError(
-            f"teacher.arch {cfg.teacher.arch!r} is not a teacher this suite knows; choose "
-            f"one of {', '.join(TEACHERS)}"
-        ) from None
+    return registry_entry(TEACHERS, "teacher.arch", cfg.teacher.arch, "teacher")
 
 
 def teacher_network(cfg: DictConfig) -> nn.Module:
