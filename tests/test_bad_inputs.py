@@ -59,11 +59,12 @@ CONFIG = {
     ),
     "teacher on zero workers": (["teacher.workers=0"], "teacher.workers must be an integer >= 1"),
     "ZeRO stage 4": (["teacher.zero_stage=4"], "teacher.zero_stage must be one of 0, 1, 2, 3"),
-    "cuda without GPUs for the trials": (
+}
+if torch.cuda.is_available():  # without CUDA, its absence is reported first (below)
+    CONFIG["cuda without GPUs for the trials"] = (
         ["device=cuda", "ray.gpus_per_trial=0"],
         "ray.gpus_per_trial=0 gives the trials no GPU",
-    ),
-}
+    )
 
 # ---- overrides Hydra refuses while composing the config ---------------------------------
 HYDRA = {
@@ -113,6 +114,10 @@ RAY_CPUS = {
 if not torch.cuda.is_available():
     MACHINE["cuda without CUDA"] = (
         lambda _: ["device=cuda", "ray.gpus_per_trial=1"],
+        "device=cuda but this machine has no usable CUDA GPU",
+    )
+    MACHINE["cuda without CUDA, nor GPUs for the trials"] = (
+        lambda _: ["device=cuda", "ray.gpus_per_trial=0"],
         "device=cuda but this machine has no usable CUDA GPU",
     )
 

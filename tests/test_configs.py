@@ -250,3 +250,11 @@ def test_a_missing_gpu_is_reported_before_the_gpu_settings(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no usable CUDA GPU"):
         check_config(make("profile=smoke", "device=cuda"))  # ray.gpus_per_trial is 0 too
+
+
+def test_with_cuda_a_grid_without_gpus_for_its_trials_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="ray.gpus_per_trial=0 gives the trials no GPU"):
+        check_config(make("profile=smoke", "device=cuda"), outside=False)
