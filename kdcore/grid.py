@@ -141,7 +141,7 @@ def _trainable(
     def on_epoch(state, ckpt: dict) -> None:
         nonlocal checkpoint_s
         h = state.history[-1]
-        track.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=state.epoch)
+        track.log_epochs([h])
         metrics = {legal_name(k): v for k, v in h.items() if k != "epoch_s"}  # Tune's own
         if every and state.epoch % every == 0 and state.epoch < epochs:
             start = time.perf_counter()
@@ -155,8 +155,7 @@ def _trainable(
     try:
         if sharded_trials(cfg):  # the trial's own workers: no per-epoch reports or resume
             row = run_trial_on_workers(cfg, config["variant"], config["seed"], teachers)
-            for h in row["history"]:
-                track.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+            track.log_epochs(row["history"])
             if sample:
                 row = {"val_dice": row["val_dice"]}
         else:

@@ -22,7 +22,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,12 @@ TapsFn = Callable[[Tensor], dict[str, Tensor]]
 
 @dataclass
 class Teacher:
-    """A trained teacher on disk: its folder (weights, metadata) and its metadata."""
+    """A trained teacher on disk: its folder (weights, metadata) and its metadata, with
+    the weights already in memory when they were just trained or checked."""
 
     folder: Path
     meta: dict[str, Any]
+    loaded: dict[str, Tensor] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> Path:
@@ -75,7 +77,7 @@ class Teacher:
 
     def weights(self) -> dict[str, Tensor]:
         """The state dict, loaded so that nothing in the file is executed."""
-        return load_weights(self.path)
+        return self.loaded if self.loaded is not None else load_weights(self.path)
 
 
 @dataclass
@@ -145,14 +147,13 @@ def load_or_train_teacher(
         except DamagedCacheError as err:
             log(f"teacher: {err.rebuild_message()}: training it again")
             discard_dir(folder)
-    name = teacher_name(cfg)
     start = time.perf_counter()
     run = train_teacher(cfg, data, splits, log)
     model = teacher_network(cfg)
     model.load_state_dict(run.weights)
     model = model.to(resolve_device(cfg.device))
     meta = {
-        "name": name,
+        "name": teacher_name(cfg),
         "params": count_parameters(model),
         "config": as_dict(cfg.teacher),
         "best_epoch": run.state.best_epoch,
@@ -161,19 +162,18 @@ def load_or_train_teacher(
         "wall_s": time.perf_counter() - start,
     }
     with verified_dir(folder) as tmp:  # model and metadata appear together, checksummed
-        save_weights({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        save_weights(run.weights, tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log(f"teacher: test dice {meta['test']['dice']:.4f}, saved to {folder}")
     if track is not None:
         _track_teacher(track, cfg, run.state, meta)
-    return Teacher(folder, meta)
+    return Teacher(folder, meta, run.weights)
 
 
 def _track_teacher(track: Run, cfg: DictConfig, state: FitState, meta: dict[str, Any]) -> None:
     """The teacher's run under the job's: settings, each epoch, test metrics."""
     with track.child(f"teacher {meta['name']}", teacher_settings(cfg)) as child:
-        for h in state.history:
-            child.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+        child.log_epochs(state.history)
         test = {f"test_{k}": v for k, v in meta["test"].items() if isinstance(v, int | float)}
         child.log_metrics(test, step=state.best_epoch)
 
@@ -184,11 +184,12 @@ def _cached_teacher(cfg: DictConfig, folder: Path) -> Teacher:
     verify_dir(folder)
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        teacher_network(cfg).load_state_dict(load_weights(folder / "model.pt"))
+        weights = load_weights(folder / "model.pt")
+        teacher_network(cfg).load_state_dict(weights)
     except (ValueError, RuntimeError, KeyError, OSError) as err:  # e.g. not a torch file
         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DamagedCacheError(folder, "model.pt", f"cannot be loaded: {why[:200]}") from None
-    return Teacher(folder, meta)
+    return Teacher(folder, meta, weights)
 
 
 def train_teacher(cfg: DictConfig, data: SliceData, splits: Splits, log: Log = print) -> TeacherRun:

@@ -329,6 +329,12 @@ class Run:
             values[key] = float(value)
         self._each("metrics", _legal_keys(values, "metrics"), step)
 
+    def log_epochs(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Log training history entries (``fit``'s), each at the step of its ``epoch``."""
+        for entry in history:
+            numbers = {k: v for k, v in entry.items() if k != "epoch"}
+            self.log_metrics(numbers, step=int(entry["epoch"]))
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         """Keep a file or folder (e.g. the table) with the run, under ``folder``."""
         path = Path(path)

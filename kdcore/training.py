@@ -147,9 +147,13 @@ class Backend:
     def step(self, loss: Tensor, share: int, batch: int) -> None:
         """One optimiser and schedule step on ``loss`` (of ``share`` of ``batch`` slices)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, share, batch)
         self.optimizer.step()
         self.schedule.step()
+
+    def backward(self, loss: Tensor, share: int, batch: int) -> None:
+        """The gradients of ``loss`` in ``.grad``."""
+        loss.backward()
 
     def totals(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
         """An epoch's loss sums and sample count over every rank."""
@@ -207,12 +211,9 @@ class DataParallel(Backend):
         """Each rank's mean loss weighted so that the averaged gradient is the batch's."""
         return self.world * share / batch
 
-    def step(self, loss: Tensor, share: int, batch: int) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward(self, loss: Tensor, share: int, batch: int) -> None:
         (loss * self.weight(share, batch)).backward()
         _average_gradients(self.params, self.world)
-        self.optimizer.step()
-        self.schedule.step()
 
     def totals(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
         return _sum_over_ranks(sums, count)
