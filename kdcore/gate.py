@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdcore.axes import NOT_AXES, axis_cells, axis_settings, cell_config, cell_labels, grid_axes
+from kdcore.data.phantom.appearance import DIFFICULTIES, KNOBS, PHASES, resolve_appearance
 from kdcore.data.prepare import slice_settings
 from kdcore.data.sources import DATASETS
 from kdcore.data.splits import SPLIT_MODES
@@ -121,6 +122,26 @@ FACTOR_RANGE = Rule(
     ),
 )
 
+PROBABILITY = number(0, 1, low_open=False)
+UNIT_RANGE = Rule(
+    "[low, high] with 0 <= low <= high <= 1",
+    lambda v: (
+        isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(PROBABILITY.ok(x) for x in v)
+        and v[0] <= v[1]
+    ),
+)
+
+
+def probabilities(n: int) -> Rule:
+    """A list of ``n`` probabilities that sum to 1."""
+    return Rule(
+        f"a list of {n} probabilities in [0, 1] that sum to 1",
+        lambda v: list_of(PROBABILITY, length=n).ok(v) and math.isclose(sum(v), 1.0, abs_tol=1e-6),
+    )
+
+
 FIT_RULES: dict[str, Rule] = {
     "epochs": integer(1),
     "batch_size": integer(1),
@@ -155,6 +176,21 @@ RULES: dict[str, Rule] = {
     "phantom.seed": SEED,
     "phantom.shape": list_of(integer(8), length=3),
     "phantom.spacing": list_of(POSITIVE, length=3),
+    "phantom.difficulty": one_of(*DIFFICULTIES),
+    "phantom.phases": optional(probabilities(len(PHASES))),
+    "phantom.dose": optional(FACTOR_RANGE),
+    "phantom.noise_hu": optional(NON_NEGATIVE),
+    "phantom.blur_mm": optional(FACTOR_RANGE),
+    "phantom.slice_mm": optional(FACTOR_RANGE),
+    "phantom.fov_mm": optional(FACTOR_RANGE),
+    "phantom.fov_margin": optional(FACTOR_RANGE),
+    "phantom.off_centre_mm": optional(NON_NEGATIVE),
+    "phantom.habitus": optional(UNIT_RANGE),
+    "phantom.spleen_size": optional(probabilities(3)),
+    **{
+        f"phantom.{key}": optional(PROBABILITY)
+        for key in ("fatty_liver", "lesions_spleen", "lesions_liver", "streaks", "table")
+    },
     "profile_name": TEXT,
     "ablation_name": optional(TEXT),
     "axes": Rule(
@@ -338,6 +374,8 @@ def _check_cross_keys(cfg: DictConfig) -> None:
             f"{cfg.val_fraction} + {cfg.test_fraction}"
         )
     teacher_arch(cfg).check(cfg)  # the sizes its architecture needs
+    phantom = OmegaConf.to_container(cfg.phantom, resolve=True)
+    resolve_appearance(phantom["difficulty"], {k: phantom.get(k) for k in KNOBS})
     if cfg.kd.teacher_cache and cfg.student.fit.augment:
         raise ConfigError(
             "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from kdcore.data.msd import locate_msd_spleen
 from kdcore.data.phantom import write_phantom_dataset
+from kdcore.data.phantom.appearance import KNOBS, Appearance, resolve_appearance
 from kdcore.errors import registry_entry
 from kdcore.io import atomic_dir
 from kdcore.progress import Log
@@ -26,11 +27,19 @@ class DataSource:
     label: Callable[[DictConfig], str]
 
 
+def phantom_appearance(params: dict) -> Appearance | None:
+    """The ``Appearance`` of the ``phantom`` settings (None: the easy phantom)."""
+    return resolve_appearance(params["difficulty"], {k: params.get(k) for k in KNOBS})
+
+
 def _phantom_root(cfg: DictConfig, log: Log) -> Path:
     params = as_dict(cfg.phantom)
     root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(params)}"
     if not (root / "dataset.json").is_file():
-        log(f"generating phantom CT: {params['num_patients']} patients -> {root}")
+        log(
+            f"generating phantom CT ({params['difficulty']}): {params['num_patients']} "
+            f"patients -> {root}"
+        )
         with atomic_dir(root) as tmp:
             write_phantom_dataset(
                 tmp,
@@ -38,6 +47,7 @@ def _phantom_root(cfg: DictConfig, log: Log) -> Path:
                 params["seed"],
                 tuple(params["shape"]),
                 tuple(params["spacing"]),
+                phantom_appearance(params),
             )
     return root
 
@@ -45,7 +55,10 @@ def _phantom_root(cfg: DictConfig, log: Log) -> Path:
 DATASETS: dict[str, DataSource] = {
     "phantom": DataSource(
         _phantom_root,
-        lambda cfg: f"phantom CT ({cfg.phantom.num_patients} patients, seed {cfg.phantom.seed})",
+        lambda cfg: (
+            f"phantom CT, {cfg.phantom.difficulty} ({cfg.phantom.num_patients} patients, "
+            f"seed {cfg.phantom.seed})"
+        ),
     ),
     "msd_spleen": DataSource(
         lambda cfg, _log: locate_msd_spleen(cfg.data.root, cfg.data.download),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdcore.data.phantom import labels
 from kdcore.data.phantom.geometry import DEG, Canvas, sample_tube
 from kdcore.data.phantom.plan import Plan
 from kdcore.data.phantom.tissues import (
@@ -137,9 +138,9 @@ def draw_spine(cv: Canvas, plan: Plan) -> None:
     disc = dz < v["disc"] / 2
     mid = dz > v["period"] * 0.3  # middle of a vertebra: pedicles, transverse processes
     qb = (X / v["a"]) ** 2 + ((Y - v["y"]) / v["b"]) ** 2
-    cv.paint(sl, qb < 1, hu["bone"], BONE)
+    cv.paint(sl, qb < 1, hu["bone"], BONE, organ=labels.VERTEBRAE)
     cancellous = (qb < (1 - 3 / v["b"]) ** 2) & (dz > v["disc"] / 2 + 2)
-    cv.paint(sl, cancellous, hu["cancellous"], BONE, tex=25.0)
+    cv.paint(sl, cancellous, hu["cancellous"], BONE, tex=25.0, organ=labels.VERTEBRAE)
     cv.paint(sl, (qb < 1.03) & disc, hu["muscle"] + 35, SKIN)
     rr = np.sqrt(X**2 + (Y - yb) ** 2)
     rc = v["canal"]
@@ -148,7 +149,8 @@ def draw_spine(cv: Canvas, plan: Plan) -> None:
     spinous = ~disc & (np.abs(X) < 3.5) & (Y < yb - rc) & (Y > v["back"] + 4)
     lumbar = Z < plan.dome_l - 60
     transverse = mid & lumbar & (np.abs(X) > rc) & (np.abs(X) < rc + 30) & (np.abs(Y - yb - 4) < 3)
-    cv.paint(sl, arch | pedicle | spinous | transverse, hu["bone"] * 0.85, BONE)
+    posterior = arch | pedicle | spinous | transverse
+    cv.paint(sl, posterior, hu["bone"] * 0.85, BONE, organ=labels.VERTEBRAE)
     cv.paint(sl, rr < rc, hu["fluid"] + 10, FLUID)
 
 
@@ -181,8 +183,10 @@ def draw_ribs(cv: Canvas, plan: Plan, rng: np.random.Generator) -> None:
             cartilage |= on & (rib <= 10) & (phi >= end) & (phi < 172)
     cv.hu[tuple(i[bone] for i in idx)] = hu["bone"] * 0.8
     cv.tissue[tuple(i[bone] for i in idx)] = BONE
+    cv.organ[tuple(i[bone] for i in idx)] = labels.RIBS
     cv.hu[tuple(i[cartilage] for i in idx)] = hu["muscle"] + 90
     cv.tissue[tuple(i[cartilage] for i in idx)] = BONE
+    cv.organ[tuple(i[cartilage] for i in idx)] = labels.BACKGROUND
 
 
 def draw_table(cv: Canvas, plan: Plan, rng: np.random.Generator) -> None:

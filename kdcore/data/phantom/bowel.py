@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdcore.data.phantom import labels
 from kdcore.data.phantom.geometry import Canvas, Tube, sample_tube, smooth_field, spline
 from kdcore.data.phantom.plan import Plan
 from kdcore.data.phantom.tissues import BOWEL, FAT, FLUID, GAS, VESSEL
@@ -19,17 +20,19 @@ def paint_viscus(
     content,
     gas: np.ndarray,
     tissue: int,
+    organ: int,
     mucosa: float | None = None,
 ) -> None:
     """Wall (with an enhancing inner mucosa if given), content (HU, scalar or array) and
-    gas where ``gas``, inside ``mask`` of a hollow organ along ``tube``."""
+    gas where ``gas``, inside ``mask`` of a hollow organ along ``tube``; all of it carries
+    the label ``organ``."""
     sl = tube.sl
-    cv.paint(sl, mask, wall_hu, tissue)
+    cv.paint(sl, mask, wall_hu, tissue, organ=organ)
     lumen = mask & (tube.sdf < -wall_t)
     if mucosa is not None:
-        cv.paint(sl, mask & (tube.sdf < -wall_t + 2.5) & ~lumen, mucosa, tissue)
-    cv.paint(sl, lumen, content, FLUID)
-    cv.paint(sl, lumen & gas, -1000.0, GAS)
+        cv.paint(sl, mask & (tube.sdf < -wall_t + 2.5) & ~lumen, mucosa, tissue, organ=organ)
+    cv.paint(sl, lumen, content, FLUID, organ=organ)
+    cv.paint(sl, lumen & gas, -1000.0, GAS, organ=organ)
 
 
 def gas_above_level(tube: Tube, r: float, fraction) -> np.ndarray:
@@ -111,7 +114,7 @@ def _draw_small_bowel_loop(cv: Canvas, plan: Plan, rng, z_top: float) -> None:
     gas_frac = np.clip(g0 + 0.45 * np.sin(2 * np.pi * tube.arc / lam + ph), 0, 0.9)
     mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1)
     gas = gas_above_level(tube, r, gas_frac)
-    paint_viscus(cv, tube, mask, wall_t, hu["bowel_wall"], content, gas, BOWEL)
+    paint_viscus(cv, tube, mask, wall_t, hu["bowel_wall"], content, gas, BOWEL, labels.SMALL_BOWEL)
 
 
 def _colon_path(plan: Plan, rng, rc: float) -> list:
@@ -152,7 +155,7 @@ def _draw_colon(cv: Canvas, plan: Plan, rng) -> None:
     content = np.where(mottle > 1.3, -900.0, stool + 60.0 * mottle)  # gas bubbles in stool
     gas_frac = np.clip(g0 + 0.5 * np.sin(2 * np.pi * tube.arc / lam + ph), 0, 0.95)
     gas = gas_above_level(tube, rc, gas_frac)
-    paint_viscus(cv, tube, mask, 2.0, plan.hu["bowel_wall"], content, gas, BOWEL)
+    paint_viscus(cv, tube, mask, 2.0, plan.hu["bowel_wall"], content, gas, BOWEL, labels.COLON)
 
 
 def _draw_mesenteric_vessels(cv: Canvas, plan: Plan, rng, z_top: float) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdcore.data.phantom.tissues import DEFAULT_ORGAN
+
 DEG = np.pi / 180.0
 
 
@@ -84,16 +86,21 @@ class Body:
 
 
 class Canvas:
-    """HU volume and tissue map being painted, with body-centred mm coordinates."""
+    """HU volume, tissue map and organ label map being painted, with body-centred mm
+    coordinates. ``z_axis`` (mm, increasing) replaces the regular z axis when given: the
+    sub-slices a thick slice is averaged over."""
 
-    def __init__(self, shape, spacing, offset):
-        self.shape = tuple(int(n) for n in shape)
+    def __init__(self, shape, spacing, offset, z_axis=None):
         self.axes = [
             ((np.arange(n) - (n - 1) / 2.0) * s - o).astype(np.float32)
-            for n, s, o in zip(self.shape, spacing, offset, strict=True)
+            for n, s, o in zip(shape, spacing, offset, strict=True)
         ]
+        if z_axis is not None:
+            self.axes[2] = np.asarray(z_axis, np.float32)
+        self.shape = tuple(len(ax) for ax in self.axes)
         self.hu = np.full(self.shape, -1000.0, np.float32)
         self.tissue = np.zeros(self.shape, np.uint8)
+        self.organ = np.zeros(self.shape, np.uint8)
         x, y = self.axes[0][:, None], self.axes[1][None, :]
         self.theta = np.arctan2(y, x).astype(np.float32)  # (nx, ny)
         self.rho = np.hypot(x, y).astype(np.float32)
@@ -115,11 +122,12 @@ class Canvas:
         x, y, z = (ax[s] for ax, s in zip(self.axes, sl, strict=True))
         return x[:, None, None], y[None, :, None], z[None, None, :]
 
-    def paint(self, sl, mask, value, tissue, tex=0.0, keep=()):
-        """Set HU ``value`` (scalar or broadcastable array) and ``tissue`` where ``mask``.
+    def paint(self, sl, mask, value, tissue, tex=0.0, keep=(), organ=None):
+        """Set HU ``value`` (scalar or broadcastable array), ``tissue`` and its organ label
+        (``organ``, else the tissue's default) where ``mask``.
 
         ``tex`` adds that many HU of the smooth parenchymal texture; tissues in ``keep``
-        are not overwritten.
+        are not overwritten. The organ map never feeds back into the image.
         """
         hu, ts = self.hu[sl], self.tissue[sl]
         mask = np.broadcast_to(mask, hu.shape)
@@ -132,6 +140,7 @@ class Canvas:
         else:
             hu[mask] = np.broadcast_to(value, hu.shape)[mask]
         ts[mask] = tissue
+        self.organ[sl][mask] = DEFAULT_ORGAN.get(tissue, 0) if organ is None else organ
 
 
 def smooth_field(rng, axes, wavelength: float, n_terms: int = 6) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdcore.data.phantom import labels
+from kdcore.data.phantom.appearance import CYST_HU, METASTASIS_FACTOR, Look
 from kdcore.data.phantom.bowel import gas_above_level, paint_viscus
 from kdcore.data.phantom.geometry import DEG, Canvas, sample_tube, smooth_field, spline
 from kdcore.data.phantom.plan import Plan
@@ -109,8 +111,8 @@ def _draw_gallbladder(cv: Canvas, plan: Plan, rng) -> None:
     bile = rng.uniform(0, 20)
     if tube is not None:
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 2)
-        cv.paint(tube.sl, mask, plan.hu["mucosa"], FLUID)
-        cv.paint(tube.sl, mask & (tube.sdf < -2), bile, FLUID)
+        cv.paint(tube.sl, mask, plan.hu["mucosa"], FLUID, organ=labels.GALLBLADDER)
+        cv.paint(tube.sl, mask & (tube.sdf < -2), bile, FLUID, organ=labels.GALLBLADDER)
 
 
 def _draw_liver_veins(cv: Canvas, plan: Plan, rng) -> None:
@@ -142,7 +144,7 @@ def _draw_liver_veins(cv: Canvas, plan: Plan, rng) -> None:
         tube = sample_tube(cv, spline([start, mid, end], 4), np.linspace(r0, r1, 9))
         if tube is not None:
             mask = (tube.sdf < 0) & (cv.tissue[tube.sl] == LIVER)
-            cv.paint(tube.sl, mask, plan.hu["portal"], VESSEL)
+            cv.paint(tube.sl, mask, plan.hu["portal"], VESSEL, organ=labels.LIVER)
 
 
 # --------------------------------------------------------------------------------------
@@ -199,7 +201,16 @@ def _draw_stomach_body(cv: Canvas, plan: Plan, rng) -> np.ndarray:
         y_bottom = float(np.min(path[:, 1] - rad))
         gas = Y > y_top - gas_frac * (y_top - y_bottom)
         paint_viscus(
-            cv, tube, mask, wall_t, hu["stomach_wall"], content, gas, STOMACH, hu["mucosa"]
+            cv,
+            tube,
+            mask,
+            wall_t,
+            hu["stomach_wall"],
+            content,
+            gas,
+            STOMACH,
+            labels.STOMACH,
+            hu["mucosa"],
         )
     return ctrl[-1]
 
@@ -221,7 +232,8 @@ def _draw_duodenum(cv: Canvas, plan: Plan, rng, pylorus: np.ndarray) -> None:
     if tube is not None:
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > 1)
         gas = gas_above_level(tube, rd, gas_frac)
-        paint_viscus(cv, tube, mask, 2.5, plan.hu["bowel_wall"], plan.hu["fluid"], gas, BOWEL)
+        fluid = plan.hu["fluid"]
+        paint_viscus(cv, tube, mask, 2.5, plan.hu["bowel_wall"], fluid, gas, BOWEL, labels.DUODENUM)
 
 
 # --------------------------------------------------------------------------------------
@@ -272,7 +284,12 @@ def draw_spleen(cv: Canvas, plan: Plan) -> None:
     rx, ry = rx + kid["halo"] + 4, ry + kid["halo"] + 4
     behind = (rx > kid["halo"] + 4) & (((X - kx) / rx) ** 2 + ((Y - ky + ry) / (2 * ry)) ** 2 < 1)
     behind |= X < plan.vert["a"] + 25  # nor in the paravertebral gutter
-    cv.paint(sl, mask & ~behind, plan.hu["spleen"], SPLEEN, tex=3.0)
+    value = plan.hu["spleen"]
+    if "zebra" in plan.extra:  # arterial phase: arciform bands of enhancement
+        amp, bands, phase = plan.extra["zebra"]
+        warp = 1.5 * cv.texture[sl]
+        value = value + amp * np.cos(np.pi * bands * u + Z / 25.0 + phase + warp)
+    cv.paint(sl, mask & ~behind, value, SPLEEN, tex=3.0)
 
 
 def kidney_section(k: dict, z):
@@ -330,7 +347,8 @@ def _draw_kidney(cv: Canvas, plan: Plan, k: dict, rng) -> None:
     q = np.sqrt(un**2 + vn**2 + wn**2)
     # The hilum is a notch on the medial side.
     kidney = inside & (q < 1) & ~((vn > 0.55) & (np.abs(un) < 0.4) & (np.abs(wn) < 0.45))
-    cv.paint(sl, kidney, hu["cortex"], KIDNEY, keep=(BONE, VESSEL))
+    organ = labels.LEFT_KIDNEY if k["side"] > 0 else labels.RIGHT_KIDNEY
+    cv.paint(sl, kidney, hu["cortex"], KIDNEY, keep=(BONE, VESSEL), organ=organ)
     ang = np.arctan2(vn, un)
     medulla = (
         kidney
@@ -338,11 +356,11 @@ def _draw_kidney(cv: Canvas, plan: Plan, k: dict, rng) -> None:
         & (q < 1 - cortex_t / b)
         & (np.cos(pyramids * ang + 2.5 * wn + ph) > -0.2)
     )
-    cv.paint(sl, medulla, hu["medulla"], KIDNEY)
+    cv.paint(sl, medulla, hu["medulla"], KIDNEY, organ=organ)
     sinus = kidney & (vn > 0.15) & (q < 0.65) & (np.abs(wn) < 0.45)
     cv.paint(sl, sinus, hu["fat"], FAT)
     pelvis = sinus & (vn > 0.25) & (q < 0.55) & (np.abs(wn) < 0.35)
-    cv.paint(sl, pelvis, hu["fluid"], FLUID)
+    cv.paint(sl, pelvis, hu.get("pelvis", hu["fluid"]), FLUID, organ=organ)
 
 
 def _draw_renal_vein(cv: Canvas, plan: Plan, k: dict, rng) -> None:
@@ -360,3 +378,28 @@ def _draw_renal_vein(cv: Canvas, plan: Plan, k: dict, rng) -> None:
     if tube is not None:
         mask = (tube.sdf < 0) & (cv.cav[tube.sl] > -1)
         cv.paint(tube.sl, mask, plan.hu["portal"], VESSEL, keep=(BONE, KIDNEY))
+
+
+def draw_lesions(cv: Canvas, plan: Plan, look: Look) -> None:
+    """Round hypodense lesions inside the spleen and the liver: simple cysts (water) or
+    hypovascular metastases (a fraction of the organ's attenuation). They keep the organ's
+    label, as organ segmentations do."""
+    rng = np.random.default_rng([look.draws["seed"], 2])
+    for organ, tissue, key, radii in (
+        (labels.SPLEEN, SPLEEN, "spleen", (4.0, 14.0)),
+        (labels.LIVER, LIVER, "liver", (5.0, 20.0)),
+    ):
+        count = look.draws[f"lesions_{key}"]
+        voxels = np.argwhere(cv.organ == organ) if count else ()
+        for _ in range(count if len(voxels) else 0):
+            voxel = voxels[rng.integers(len(voxels))]
+            centre = [float(ax[i]) for ax, i in zip(cv.axes, voxel, strict=True)]
+            r = rng.uniform(*radii)
+            cyst = rng.random() < 0.5
+            hu = rng.uniform(*CYST_HU) if cyst else plan.hu[key] * rng.uniform(*METASTASIS_FACTOR)
+            sl = cv.box(np.subtract(centre, r), np.add(centre, r))
+            if sl is None:
+                continue
+            X, Y, Z = cv.coords(sl)
+            ball = (X - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (Z - centre[2]) ** 2 < r * r
+            cv.paint(sl, ball & (cv.organ[sl] == organ), hu, tissue, tex=2.0, organ=organ)

@@ -46,16 +46,21 @@ class Plan:
         return np.maximum(np.maximum(right, left), centre)
 
 
-def make_plan(rng: np.random.Generator) -> Plan:
-    """Draw the landmarks of one patient."""
-    body = make_body(rng)
+def make_plan(
+    rng: np.random.Generator,
+    habitus: tuple[float, float] = (0.0, 1.0),
+    spleen_size: tuple[float, float, float] = (0.1, 0.8, 0.1),
+) -> Plan:
+    """Draw the landmarks of one patient; ``habitus`` is the range of body habitus (0 slim
+    .. 1 obese), ``spleen_size`` the probabilities of a small, normal and enlarged spleen."""
+    body = make_body(rng, habitus)
     hu = draw_hu(rng)
     z_shift = rng.uniform(-20, 20)
     dome_r = rng.uniform(60, 85)
     dome_l = dome_r - rng.uniform(5, 20)
     vert = _plan_spine(rng, body)
     aorta, ivc = _plan_great_vessels(rng, vert)
-    spleen = _plan_spleen(rng, body, dome_l)
+    spleen = _plan_spleen(rng, body, dome_l, spleen_size)
     kidneys = _plan_kidneys(rng, body, vert, spleen)
     liver = _plan_liver(rng, body)
     return Plan(
@@ -74,9 +79,9 @@ def make_plan(rng: np.random.Generator) -> Plan:
     )
 
 
-def make_body(rng: np.random.Generator) -> Body:
+def make_body(rng: np.random.Generator, habitus_range=(0.0, 1.0)) -> Body:
     """Body contour and wall thicknesses; habitus (thin .. obese) drives size and fat."""
-    habitus = rng.uniform(0, 1)
+    habitus = rng.uniform(*habitus_range)
     fourier = [
         (k, rng.uniform(0, amp), rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))
         for k, amp in ((2, 0.025), (3, 0.012), (5, 0.01))
@@ -165,9 +170,9 @@ def _plan_great_vessels(rng: np.random.Generator, vert: dict) -> tuple[tuple, tu
     return aorta, ivc
 
 
-def _plan_spleen(rng: np.random.Generator, body: Body, dome_l: float) -> dict:
+def _plan_spleen(rng: np.random.Generator, body: Body, dome_l: float, sizes) -> dict:
     """Spleen: a band hugging the postero-lateral wall of the left upper quadrant."""
-    size = rng.choice(3, p=[0.1, 0.8, 0.1])  # small, normal, enlarged
+    size = rng.choice(3, p=list(sizes))  # small, normal, enlarged
     length = rng.uniform(*[(60, 90), (90, 140), (140, 165)][size])
     top = dome_l - rng.uniform(0, 15)
     spleen = {

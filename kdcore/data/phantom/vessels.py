@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdcore.data.phantom import labels
 from kdcore.data.phantom.geometry import Canvas, sample_tube
 from kdcore.data.phantom.plan import Plan
 from kdcore.data.phantom.tissues import BONE, VESSEL
@@ -18,16 +19,17 @@ def draw_aorta_and_ivc(cv: Canvas, plan: Plan, rng: np.random.Generator) -> None
     tube = sample_tube(cv, [(ax_ + 4, ay + 3, -250), (ax_, ay, 0), (ax_ - 2, ay - 6, 250)], r_ao)
     calcified = rng.random() < 0.3
     if tube is not None:
-        cv.paint(tube.sl, tube.sdf < 0, hu["aorta"], VESSEL)
+        cv.paint(tube.sl, tube.sdf < 0, hu["aorta"], VESSEL, organ=labels.AORTA)
         if calcified:
             X, Y, Z = cv.coords(tube.sl)
             spots = (tube.sdf > -1.5) & (np.sin(Z / 9.0 + np.arctan2(Y - ay, X - ax_) * 3) > 0.9)
-            cv.paint(tube.sl, (tube.sdf < 0) & spots, hu["bone"], VESSEL)
+            cv.paint(tube.sl, (tube.sdf < 0) & spots, hu["bone"], VESSEL, organ=labels.AORTA)
     ix, iy, ia, ib = plan.ivc
     sl = cv.box((ix - ia, iy - ib, -250), (ix + ia, iy + ib, plan.dome_r + 10))
     if sl is not None:
         X, Y, Z = cv.coords(sl)
-        cv.paint(sl, ((X - ix) / ia) ** 2 + ((Y - iy) / ib) ** 2 < 1, hu["ivc"], VESSEL)
+        ivc = ((X - ix) / ia) ** 2 + ((Y - iy) / ib) ** 2 < 1
+        cv.paint(sl, ivc, hu["ivc"], VESSEL, organ=labels.IVC)
 
 
 def draw_portal_system(cv: Canvas, plan: Plan, rng: np.random.Generator) -> None:
@@ -40,7 +42,8 @@ def draw_portal_system(cv: Canvas, plan: Plan, rng: np.random.Generator) -> None
         tube = sample_tube(cv, pts, rv)
         if tube is not None:
             mask = (tube.sdf < 0) & (cv.cav[tube.sl] > -2)
-            cv.paint(tube.sl, mask, plan.hu[kind], VESSEL, keep=(BONE,))
+            organ = labels.PORTAL_VEINS if kind == "portal" else 0
+            cv.paint(tube.sl, mask, plan.hu[kind], VESSEL, keep=(BONE,), organ=organ)
 
 
 def _portal_paths(plan: Plan, rng) -> list[tuple]:
