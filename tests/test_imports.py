@@ -52,17 +52,27 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def is_module(name: str) -> bool:
+    """Whether the dotted ``name`` is a module or package of the repository."""
+    path = REPO.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imports(path: Path) -> set[str]:
-    """Every kdcore module ``path`` imports, anywhere in the file."""
+    """Every kdcore module ``path`` imports, anywhere in the file. ``from package import
+    module`` imports that module (as ``from kdcore import errors`` does), not the package's
+    ``__init__``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("kdcore.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("kdcore."):
-                found.add(node.module)
-            elif node.module == "kdcore":
-                found |= {f"kdcore.{a.name}" for a in node.names}
+            if node.module == "kdcore" or node.module.startswith("kdcore."):
+                for alias in node.names:
+                    module = f"{node.module}.{alias.name}"
+                    found.add(
+                        module if node.module == "kdcore" or is_module(module) else node.module
+                    )
     return found
 
 
@@ -129,3 +139,9 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "x.py"
     source.write_text("def f():\n    from kdcore.grid import run_grid\n    import kdcore.job\n")
     assert imports(source) == {"kdcore.grid", "kdcore.job"}
+
+
+def test_the_checker_reads_a_module_imported_from_its_package(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text("from kdcore.data.phantom import labels, generate_patient\n")
+    assert imports(source) == {"kdcore.data.phantom.labels", "kdcore.data.phantom"}

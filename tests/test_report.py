@@ -205,10 +205,10 @@ def test_a_dice_difference_interval_stays_within_100_points():
 
 
 def _steps() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two steps: a slice split whose test slices come from 26 patients, and a patient
-    split with 8 test patients."""
+    """Two steps: a slice split whose test slices come from 40 patients, and a patient
+    split with 16 test patients."""
     rows, counts = [], []
-    for step, split, patients in (("0 thesis", "slice", 26), ("1 + split", "patient", 8)):
+    for step, split, patients in (("0 thesis", "slice", 40), ("1 + split", "patient", 16)):
         rows.append(_full_trials().assign(step=step, split=split, student="S1", teacher="T1"))
         for variant in ("baseline", "pmd"):
             for seed in range(3):
@@ -235,7 +235,7 @@ def _render(trials, cases, axes, teachers, reference=None, rerendered=()) -> str
         cases,
         axes,
         teachers,
-        "phantom CT (26 patients, seed 0), SLICE split (leaky, as the thesis), 64x64",
+        "phantom CT, standard (40 patients, seed 0), SLICE split (leaky, as the thesis), 64x64",
         "Replicates differ in initialisation.",
         "Protocol: THESIS, which departs.",
         "python bench/run.py ablation=decomposition",
@@ -256,18 +256,18 @@ def test_the_report_says_per_cell_what_its_split_made_of_test_and_training():
         _teacher([{"step": "1 + split"}], 0.969),
     ]
     lines = _render(trials, counts, ["step"], teachers).splitlines()
-    assert "- Dataset: phantom CT (26 patients, seed 0), 64x64" in lines
+    assert "- Dataset: phantom CT, standard (40 patients, seed 0), 64x64" in lines
     assert (
-        "  - the test slices of 26 patients, whose other slices were in training (slice "
+        "  - the test slices of 40 patients, whose other slices were in training (slice "
         "split): step=0 thesis" in lines
     )
-    assert "  - 8 test patients: step=1 + split" in lines
+    assert "  - 16 test patients: step=1 + split" in lines
     assert "  - 50% of the training slices: step=0 thesis" in lines
     assert "  - 50% of the training patients: step=1 + split" in lines
     slice_teacher, patient_teacher = (line for line in lines if line.startswith("- Teacher"))
     assert slice_teacher.startswith(
         "- Teacher (for step=0 thesis): T1(w16,d4), 2,707,380 parameters, trained on the "
-        "training slices, drawn from the same 26 patients as the test slices (slice split); "
+        "training slices, drawn from the same 40 patients as the test slices (slice split); "
         "test Dice 0.972"
     )
     assert "trained on all training patients (none of the test patients); test Dice 0.969" in (
@@ -276,7 +276,7 @@ def test_the_report_says_per_cell_what_its_split_made_of_test_and_training():
     # one split for every cell: one line each
     one = trials[trials["step"] == "1 + split"]
     lines = _render(one, counts[counts["step"] == "1 + split"], ["step"], teachers[1:])
-    assert "- Test set: 8 test patients\n" in lines
+    assert "- Test set: 16 test patients\n" in lines
     assert "- Student: S1 (1 parameters), trained on 50% of the training patients\n" in lines
 
 
@@ -315,7 +315,8 @@ def _committed_table(folder, trials, counts, axes, teachers) -> None:
     provenance = {
         "ablation": "decomposition",
         "axes": {a: list(trials[a].unique()) for a in axes},
-        "dataset": "phantom CT (26 patients, seed 0), SLICE split (leaky, as the thesis), 64x64",
+        "dataset": "phantom CT, standard (40 patients, seed 0), SLICE split (leaky, as the "
+        "thesis), 64x64",
         "trials": len(trials),
         "command": "python bench/run.py ablation=decomposition",
         "commit": "abc123",
