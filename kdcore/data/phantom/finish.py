@@ -63,9 +63,9 @@ def convolve_axis(vol: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
 
 def slab_positions(n: int, dz: float, z_offset: float, thick: float):
     """Sub-slice z positions (mm, increasing) for ``n`` slices ``dz`` apart, each
-    averaging ``thick`` mm, and the (n, k) indices of each slice's ``k`` sub-slices (k odd,
-    sub-slices at most 1.25 mm apart; the middle one is the slice centre)."""
-    k = max(1, math.ceil(thick / 1.25))
+    averaging ``thick`` mm, and the (n, k) indices of each slice's ``k`` sub-slices (k odd
+    and at least 3, sub-slices at most 1 mm apart; the middle one is the slice centre)."""
+    k = max(3, math.ceil(thick / 1.0))
     k += 1 - k % 2
     centres = (np.arange(n) - (n - 1) / 2.0) * dz - z_offset
     offsets = (np.arange(k) - (k - 1) / 2.0) * (thick / k)
@@ -82,7 +82,7 @@ def finalise_scan(cv: Canvas, look: Look, slabs: np.ndarray, spacing) -> tuple:
     (int16 HU, uint8 labels of each slice's centre)."""
     rng = np.random.default_rng([look.draws["seed"], 1])
     hu = cv.hu
-    amp = rng.uniform(0, 8)
+    amp = rng.uniform(0, 3)  # within a scanner's uniformity (a few HU)
     bias = smooth_field(np.random.default_rng(rng.integers(0, 2**31)), cv.axes, 250.0, 3)
     hu += np.where(cv.tissue != AIR, np.float32(amp) * bias, np.float32(0))
     hu = hu[..., slabs].mean(axis=-1, dtype=np.float32)
