@@ -38,7 +38,10 @@ def rows() -> list[tuple[str, object]]:
     for i, phase in enumerate(PHASES):
         forced = tuple(1.0 if j == i else 0.0 for j in range(len(PHASES)))
         out.append((f"standard, {PHASE_NAMES[phase]}", replace(PRESETS["standard"], phases=forced)))
-    out += [("standard (drawn phase)", PRESETS["standard"]), ("hard (drawn phase)", PRESETS["hard"])]
+    out += [
+        ("standard (drawn phase)", PRESETS["standard"]),
+        ("hard (drawn phase)", PRESETS["hard"]),
+    ]
     return out
 
 

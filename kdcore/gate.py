@@ -185,6 +185,7 @@ RULES: dict[str, Rule] = {
     "phantom.fov_mm": optional(FACTOR_RANGE),
     "phantom.fov_margin": optional(FACTOR_RANGE),
     "phantom.off_centre_mm": optional(NON_NEGATIVE),
+    "phantom.scan_shift_mm": optional(NON_NEGATIVE),
     "phantom.habitus": optional(UNIT_RANGE),
     "phantom.spleen_size": optional(probabilities(3)),
     **{

@@ -37,7 +37,8 @@ OPERATIONAL = (
 
 
 def dataset_label(cfg: DictConfig) -> str:
-    """A human name of the dataset and split, e.g. 'phantom CT (20 patients, seed 0), ...'."""
+    """A human name of the dataset and split, e.g. 'phantom CT, standard (40 patients, seed
+    0), ...'."""
     name = data_source(cfg).label(cfg)
     split = "patient split" if cfg.split == "patient" else "SLICE split (leaky, as the thesis)"
     return f"{name}, {split}, {cfg.image_size}x{cfg.image_size}"

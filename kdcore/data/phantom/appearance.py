@@ -132,6 +132,7 @@ class Appearance:
     fov_mm: tuple[float, float]  # limits of the reconstructed field of view
     fov_margin: tuple[float, float]  # field of view / body width, before the limits
     off_centre_mm: float  # the body's centre moves up to this far from the image centre
+    scan_shift_mm: float  # the scanned range moves up to this far head- or footwards
     habitus: tuple[float, float]  # 0 slim .. 1 obese
     spleen_size: tuple[float, float, float]  # probability of small, normal, enlarged
     fatty_liver: float  # probability of hepatic steatosis
@@ -156,6 +157,7 @@ PRESETS: dict[str, Appearance] = {
         fov_mm=(300.0, 500.0),
         fov_margin=(1.0, 1.4),
         off_centre_mm=15.0,
+        scan_shift_mm=30.0,
         habitus=(0.0, 1.0),
         spleen_size=(0.15, 0.65, 0.2),
         fatty_liver=0.15,
@@ -173,6 +175,7 @@ PRESETS: dict[str, Appearance] = {
         fov_mm=(300.0, 500.0),
         fov_margin=(0.95, 1.5),
         off_centre_mm=25.0,
+        scan_shift_mm=40.0,
         habitus=(0.0, 1.0),
         spleen_size=(0.25, 0.5, 0.25),
         fatty_liver=0.3,
@@ -234,7 +237,7 @@ class Look:
     slice_mm: float
     noise_sd: float  # HU, at this dose, thickness and kernel
     fov_mm: float
-    shift_mm: tuple[float, float]
+    shift_mm: tuple[float, float, float]  # of the body from the image centre (x, y, z)
     fatty_liver: bool
     zebra_hu: float  # amplitude of the arterial-phase arciform splenic pattern (0: none)
     streak_hu: float  # streak amplitude (0: none)
@@ -285,7 +288,11 @@ def draw_look(rng: np.random.Generator, app: Appearance, body_width_mm: float) -
         slice_mm=thick,
         noise_sd=float(noise_sd),
         fov_mm=fov,
-        shift_mm=(r * math.cos(a), r * math.sin(a)),
+        shift_mm=(
+            r * math.cos(a),
+            r * math.sin(a),
+            float(rng.uniform(-app.scan_shift_mm, app.scan_shift_mm)),
+        ),
         fatty_liver=bool(rng.random() < app.fatty_liver),
         zebra_hu=float(rng.uniform(20, 50)) if zebra else 0.0,
         streak_hu=float(rng.uniform(30, 120)) if rng.random() < app.streaks else 0.0,

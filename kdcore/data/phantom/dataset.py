@@ -111,7 +111,7 @@ def generate_patient(
         )
     pixel = look.fov_mm / shape[0]
     spacing = (pixel, pixel, float(spacing[2]))
-    offset = (offset[0] + look.shift_mm[0], offset[1] + look.shift_mm[1], offset[2])
+    offset = tuple(o + s for o, s in zip(offset, look.shift_mm, strict=True))
     z_axis, slabs = slab_positions(shape[2], spacing[2], offset[2], look.slice_mm)
     cv = Canvas(shape, spacing, offset, z_axis)
     cv.texture = smooth_field(rng, cv.axes, 25.0)
