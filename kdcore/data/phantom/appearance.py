@@ -149,8 +149,8 @@ EASY_HABITUS, EASY_SPLEEN_SIZE = (0.0, 1.0), (0.1, 0.8, 0.1)
 
 PRESETS: dict[str, Appearance] = {
     "standard": Appearance(
-        phases=(0.25, 0.2, 0.4, 0.15),
-        dose=(0.3, 1.5),
+        phases=(0.4, 0.2, 0.25, 0.15),
+        dose=(0.15, 1.0),
         noise_hu=12.0,
         blur_mm=(0.5, 1.5),
         slice_mm=(1.0, 5.0),
@@ -161,14 +161,14 @@ PRESETS: dict[str, Appearance] = {
         habitus=(0.0, 1.0),
         spleen_size=(0.15, 0.65, 0.2),
         fatty_liver=0.15,
-        lesions_spleen=0.1,
+        lesions_spleen=0.2,
         lesions_liver=0.2,
-        streaks=0.3,
+        streaks=0.5,
         table=0.9,
     ),
     "hard": Appearance(
-        phases=(0.45, 0.25, 0.2, 0.1),
-        dose=(0.15, 0.8),
+        phases=(0.5, 0.25, 0.15, 0.1),
+        dose=(0.1, 0.6),
         noise_hu=12.0,
         blur_mm=(0.4, 1.6),
         slice_mm=(0.8, 5.0),
