@@ -5,7 +5,7 @@ with the list of known ones."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -34,7 +34,10 @@ def phantom_appearance(params: dict) -> Appearance | None:
 
 def _phantom_root(cfg: DictConfig, log: Log) -> Path:
     params = as_dict(cfg.phantom)
-    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(params)}"
+    # The resolved appearance too: a preset's values may change while its keys stay null.
+    appearance = phantom_appearance(params)
+    key = {**params, "appearance": asdict(appearance) if appearance else None}
+    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(key)}"
     if not (root / "dataset.json").is_file():
         log(
             f"generating phantom CT ({params['difficulty']}): {params['num_patients']} "
@@ -47,7 +50,7 @@ def _phantom_root(cfg: DictConfig, log: Log) -> Path:
                 params["seed"],
                 tuple(params["shape"]),
                 tuple(params["spacing"]),
-                phantom_appearance(params),
+                appearance,
             )
     return root
 
