@@ -132,7 +132,8 @@ def test_every_organ_is_labelled():
 
 def test_easy_and_standard_draw_the_same_anatomy_from_a_seed():
     # The look has its own generator: with the easy anatomy knobs and the easy field of
-    # view (64 x 5.6 mm, centred, the same scan range), the organs of a seed are the same voxel for voxel.
+    # view (64 x 5.6 mm, centred, the same scan range), a seed's organs are the same voxel
+    # for voxel.
     same_grid = dataclasses.replace(
         PRESETS["standard"],
         spleen_size=EASY_SPLEEN_SIZE,
