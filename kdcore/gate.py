@@ -21,9 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdcore.axes import NOT_AXES, axis_cells, axis_settings, cell_config, cell_labels, grid_axes
-from kdcore.data.phantom.appearance import DIFFICULTIES, KNOBS, PHASES, resolve_appearance
+from kdcore.data.phantom.appearance import DIFFICULTIES, PHASES
 from kdcore.data.prepare import slice_settings
-from kdcore.data.sources import DATASETS
+from kdcore.data.sources import DATASETS, phantom_appearance
 from kdcore.data.splits import SPLIT_MODES
 from kdcore.errors import ConfigError
 from kdcore.losses import (
@@ -112,26 +112,16 @@ TEXT = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
 POSITIVE = number(0, low_open=True)
 NON_NEGATIVE = number(0, low_open=False)
 SEED = integer(0)
-FACTOR_RANGE = Rule(
-    "[low, high] with 0 < low <= high",
-    lambda v: (
-        isinstance(v, list | tuple)
-        and len(v) == 2
-        and all(POSITIVE.ok(x) for x in v)
-        and v[0] <= v[1]
-    ),
-)
-
 PROBABILITY = number(0, 1, low_open=False)
-UNIT_RANGE = Rule(
-    "[low, high] with 0 <= low <= high <= 1",
-    lambda v: (
-        isinstance(v, list | tuple)
-        and len(v) == 2
-        and all(PROBABILITY.ok(x) for x in v)
-        and v[0] <= v[1]
-    ),
-)
+
+
+def ordered_pair(item: Rule, what: str) -> Rule:
+    """[low, high]: two values that pass ``item``, low <= high; ``what`` for the message."""
+    return Rule(what, lambda v: list_of(item, length=2).ok(v) and v[0] <= v[1])
+
+
+FACTOR_RANGE = ordered_pair(POSITIVE, "[low, high] with 0 < low <= high")
+UNIT_RANGE = ordered_pair(PROBABILITY, "[low, high] with 0 <= low <= high <= 1")
 
 
 def probabilities(n: int) -> Rule:
@@ -375,8 +365,7 @@ def _check_cross_keys(cfg: DictConfig) -> None:
             f"{cfg.val_fraction} + {cfg.test_fraction}"
         )
     teacher_arch(cfg).check(cfg)  # the sizes its architecture needs
-    phantom = OmegaConf.to_container(cfg.phantom, resolve=True)
-    resolve_appearance(phantom["difficulty"], {k: phantom.get(k) for k in KNOBS})
+    phantom_appearance(OmegaConf.to_container(cfg.phantom, resolve=True))
     if cfg.kd.teacher_cache and cfg.student.fit.augment:
         raise ConfigError(
             "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "
