@@ -148,25 +148,8 @@ KNOBS = tuple(Appearance.__dataclass_fields__)
 EASY_HABITUS, EASY_SPLEEN_SIZE = (0.0, 1.0), (0.1, 0.8, 0.1)
 
 PRESETS: dict[str, Appearance] = {
+    # Calibrated in the quick profile (S1 at 50% of the training patients): see the README.
     "standard": Appearance(
-        phases=(0.4, 0.2, 0.25, 0.15),
-        dose=(0.15, 1.0),
-        noise_hu=12.0,
-        blur_mm=(0.5, 1.5),
-        slice_mm=(1.0, 5.0),
-        fov_mm=(300.0, 500.0),
-        fov_margin=(1.0, 1.4),
-        off_centre_mm=15.0,
-        scan_shift_mm=30.0,
-        habitus=(0.0, 1.0),
-        spleen_size=(0.15, 0.65, 0.2),
-        fatty_liver=0.15,
-        lesions_spleen=0.2,
-        lesions_liver=0.2,
-        streaks=0.5,
-        table=0.9,
-    ),
-    "hard": Appearance(
         phases=(0.5, 0.25, 0.15, 0.1),
         dose=(0.1, 0.6),
         noise_hu=12.0,
@@ -183,6 +166,24 @@ PRESETS: dict[str, Appearance] = {
         lesions_liver=0.35,
         streaks=0.6,
         table=0.8,
+    ),
+    "hard": Appearance(
+        phases=(0.6, 0.2, 0.1, 0.1),
+        dose=(0.05, 0.4),
+        noise_hu=12.0,
+        blur_mm=(0.4, 2.0),
+        slice_mm=(0.6, 5.0),
+        fov_mm=(300.0, 500.0),
+        fov_margin=(0.9, 1.6),
+        off_centre_mm=35.0,
+        scan_shift_mm=50.0,
+        habitus=(0.0, 1.0),
+        spleen_size=(0.3, 0.4, 0.3),
+        fatty_liver=0.4,
+        lesions_spleen=0.35,
+        lesions_liver=0.5,
+        streaks=0.75,
+        table=0.7,
     ),
 }
 
