@@ -127,7 +127,7 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
     teachers = teachers_of(table.markdown)
     for meta in teachers:
         meta["cells"] = meta["cells"] or cells_of(table.trials, axes)
-    figures = figures_for(summary, table.trials, axes, folder)
+    figures = figures_for(summary, table.trials, table.axis_values, folder)
     if (folder / EXAMPLES_NAME).is_file():
         figures.append(plot_examples(**read_examples(folder / EXAMPLES_NAME), folder=folder))
     elif (folder / EXAMPLES_PNG).is_file():

@@ -193,7 +193,10 @@ def write_results(
     }
     with replaced_dir(folder) as tmp:  # the whole folder, swapped in when complete
         write_examples(tmp, **examples)
-        figures = [*figures_for(summary, trials, axes, tmp), plot_examples(folder=tmp, **examples)]
+        figures = [
+            *figures_for(summary, trials, grid_axes(cfg), tmp),
+            plot_examples(folder=tmp, **examples),
+        ]
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
             summary,

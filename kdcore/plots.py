@@ -820,9 +820,10 @@ def plot_examples(
 
 
 def figures_for(
-    summary: pd.DataFrame, trials: pd.DataFrame, axes: Sequence[str], folder: str | Path
+    summary: pd.DataFrame, trials: pd.DataFrame, axes: Mapping[str, Sequence], folder: str | Path
 ) -> list[Path]:
-    """Write the figures that fit a table's axes into ``folder``; return their paths.
+    """Write the figures that fit a table's axes (name -> values, as the grid gives them)
+    into ``folder``; return their paths.
 
     - ``data_fraction`` an axis: ``dice_vs_fraction.png`` (a panel per value of the
       other axes);
@@ -830,14 +831,17 @@ def figures_for(
       gets both figures;
     - neither (no axes, or only other axes): ``dice_by_variant.png``, with one pair of
       panels per cell when there are axes;
-    - one axis of labelled steps (a bundle axis, e.g. the decomposition of the thesis's
-      protocol) and one KD variant: also ``decomposition.png``, its Dice and the
-      baseline's per step, and their difference.
+    - one axis of labelled steps (a bundle axis, whose values each set several keys, e.g.
+      the decomposition of the thesis's protocol) and one KD variant: also
+      ``decomposition.png``, its Dice and the baseline's per step, and their difference.
+      An axis of plain values (``phantom.difficulty``, say) is not a sequence of steps.
     """
-    axes = list(axes)
+    values = dict(axes)
+    axes = list(values)
     paths = []
     kd = [v for v in _variants(summary) if v != BASELINE]
-    if len(axes) == 1 and len(kd) == 1 and all(isinstance(v, str) for v in summary[axes[0]]):
+    steps_axis = len(axes) == 1 and all(isinstance(v, Mapping) for v in values[axes[0]])
+    if steps_axis and len(kd) == 1:
         steps = decomposition_steps(summary, axes[0], kd[0])
         paths.append(plot_waterfall(steps, folder, kd[0]))
     if "data_fraction" in axes:

@@ -74,7 +74,12 @@ class TableFolder:
     @property
     def axes(self) -> list[str]:
         """The grid's axes, in order (as ``provenance.json`` records them)."""
-        return list(self.provenance.get("axes") or {})
+        return list(self.axis_values)
+
+    @property
+    def axis_values(self) -> dict[str, list]:
+        """The grid's axes with their values (a bundle's as its settings)."""
+        return dict(self.provenance.get("axes") or {})
 
 
 def read_table(folder: str | Path) -> TableFolder:

@@ -266,7 +266,7 @@ def test_example_labels_fit_their_tiles_at_any_number_of_columns(variants):
 def test_figures_for_picks_the_figures_of_the_axes(tmp_path, axes, names):
     trials, cases = grid(axes, seeds=2)
     summary = summarize(trials, cases, list(axes))
-    paths = figures_for(summary, trials, list(axes), tmp_path)
+    paths = figures_for(summary, trials, axes, tmp_path)
     assert [p.name for p in paths] == names
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     for p in paths:
@@ -278,7 +278,7 @@ def test_a_single_seed_has_nan_intervals_and_still_plots(tmp_path):
     trials, cases = grid(axes, seeds=1)
     summary = summarize(trials, cases, list(axes))
     assert summary["dice_low"].isna().all() and summary["delta_low"].isna().any()
-    figures_for(summary, trials, list(axes), tmp_path)
+    figures_for(summary, trials, axes, tmp_path)
     flat_trials, flat_cases = grid({}, seeds=1)
     plot_variants(summarize(flat_trials, flat_cases), tmp_path)
     for name in ("dice_vs_fraction.png", "dice_vs_params.png", "dice_by_variant.png"):
@@ -291,9 +291,17 @@ def test_importing_plots_does_not_import_torch():
 
 
 def test_a_table_of_steps_gets_the_decomposition(tmp_path):
-    axes = {"step": ["0 thesis protocol", "1 + patient split"]}
-    trials, cases = grid(axes, variants=("baseline", "mtms"), seeds=2)
-    summary = summarize(trials, cases, list(axes))
-    paths = figures_for(summary, trials, list(axes), tmp_path)
+    steps = [{"label": "0 thesis protocol"}, {"label": "1 + patient split", "split": "patient"}]
+    trials, cases = grid({"step": [v["label"] for v in steps]}, ("baseline", "mtms"), seeds=2)
+    summary = summarize(trials, cases, ["step"])
+    paths = figures_for(summary, trials, {"step": steps}, tmp_path)
     assert [p.name for p in paths] == ["decomposition.png"]
     assert_png(paths[0])
+
+
+def test_an_axis_of_plain_names_is_not_drawn_as_steps(tmp_path):
+    axes = {"phantom.difficulty": ["easy", "standard", "hard"]}
+    trials, cases = grid(axes, variants=("baseline", "mtms"), seeds=2)
+    summary = summarize(trials, cases, list(axes))
+    paths = figures_for(summary, trials, axes, tmp_path)
+    assert [p.name for p in paths] == ["dice_by_variant.png"]

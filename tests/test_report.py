@@ -314,7 +314,8 @@ def _committed_table(folder, trials, counts, axes, teachers) -> None:
     markdown = _render(trials, counts, axes, teachers)
     provenance = {
         "ablation": "decomposition",
-        "axes": {a: list(trials[a].unique()) for a in axes},
+        # as the grid records a bundle axis: each step's settings with its label
+        "axes": {a: [{"label": v} for v in trials[a].unique()] for a in axes},
         "dataset": "phantom CT, standard (40 patients, seed 0), SLICE split (leaky, as the "
         "thesis), 64x64",
         "trials": len(trials),
