@@ -32,12 +32,17 @@ def phantom_appearance(params: dict) -> Appearance | None:
     return resolve_appearance(params["difficulty"], {k: params.get(k) for k in KNOBS})
 
 
+def phantom_key(params: dict) -> dict:
+    """What a phantom dataset is keyed by: its settings and the resolved appearance (a
+    preset's values may change while its keys stay null)."""
+    appearance = phantom_appearance(params)
+    return {**params, "appearance": asdict(appearance) if appearance else None}
+
+
 def _phantom_root(cfg: DictConfig, log: Log) -> Path:
     params = as_dict(cfg.phantom)
-    # The resolved appearance too: a preset's values may change while its keys stay null.
     appearance = phantom_appearance(params)
-    key = {**params, "appearance": asdict(appearance) if appearance else None}
-    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(key)}"
+    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(phantom_key(params))}"
     if not (root / "dataset.json").is_file():
         log(
             f"generating phantom CT ({params['difficulty']}): {params['num_patients']} "

@@ -1,4 +1,4 @@
-"""The phantom's data folder: one per resolved appearance, generated once."""
+"""The phantom's data folder and Ray run: one per resolved appearance."""
 
 import dataclasses
 
@@ -19,3 +19,14 @@ def test_a_changed_preset_gets_a_data_folder_of_its_own(tmp_path, monkeypatch):
     other = sources.data_source(cfg).root(cfg, messages.append)
     assert other != first and len(messages) == 2
     assert (other / "scans.json").is_file() and (other / "dataset.json").is_file()
+
+
+def test_a_changed_preset_makes_a_new_ray_run_not_a_resumed_one(monkeypatch):
+    from kdcore.grid import _run_name
+
+    cfg = make("profile=smoke", "ablation=phantom")
+    before = _run_name(cfg, "")
+    assert _run_name(cfg, "") == before  # the same command resumes its own run
+    changed = dataclasses.replace(appearance.PRESETS["hard"], noise_hu=30.0)
+    monkeypatch.setitem(appearance.PRESETS, "hard", changed)  # hard: a cell, not the base
+    assert _run_name(cfg, "") != before
