@@ -54,21 +54,21 @@ STANDARD_GOLDEN = [
         patient_seed(0, 0),
         SMALL,
         SMALL_SPACING,
-        "06e804dbe3b21d4a32f5b10e0a9510566be6e6fd3fae06ac8f54776fc5e5434d",
+        "1454e6c7565f39fdbc85d317cc7ae8d1e4f34b92f7965c090637c7ad330c06e7",
     ),
     (
         patient_seed(0, 1),
         SMALL,
         SMALL_SPACING,
-        "7ff3bcbfc2880b619b8287a77d5023afb4625262fd879796001efe3c1ba5fe04",
+        "d09e8e66ae954b0f9abf03d309fcd3aa1cb71b4539c017cbc47c8f14d0722c34",
     ),
     (
         patient_seed(0, 2),
         SMALL,
         SMALL_SPACING,
-        "f9d138ca5a49e480d385ef2516760b3908e6ba5d641272357e6d2d0e878f673f",
+        "313c48928e1267bce9f625628a6057047d16ed4d5f8c301f0471909db02b66d8",
     ),
-    (3, SHAPE, SPACING, "4efaf5b45785e98dfd61a18e3e258d59fc201064b511bf5c2d8c1a66055a01e4"),
+    (3, SHAPE, SPACING, "a015abcb71605269092d725b6f86f2e6b5ccae5ee8780d75b25f7dd9ff537fa7"),
 ]
 
 # Every label value but the spleen's is background for a spleen task.
