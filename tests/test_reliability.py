@@ -87,7 +87,12 @@ def test_a_case_listed_twice_is_refused(tmp_path):
 
 def test_a_case_listed_twice_on_the_command_line(tmp_path):
     root = listed_twice(tmp_path)
-    proc = run_cli(*on_msd(root), "profile=smoke", f"results_dir={tmp_path / 'results'}")
+    proc = run_cli(
+        *on_msd(root),
+        "profile=smoke",
+        f"results_dir={tmp_path / 'results'}",
+        f"work_dir={tmp_path / 'work'}",  # not the checkout's own work_dir
+    )
     assert_one_clear_error(proc, BAD_INPUT, "lists the same image twice")
     assert_no_table(tmp_path)
 
@@ -117,7 +122,12 @@ def test_a_test_split_without_foreground_is_refused(tmp_path):
 
 def test_labels_without_foreground_on_the_command_line(tmp_path):
     root = msd(tmp_path / "msd", empty=tuple(range(5)))
-    proc = run_cli(*on_msd(root), "profile=smoke", f"results_dir={tmp_path / 'results'}")
+    proc = run_cli(
+        *on_msd(root),
+        "profile=smoke",
+        f"results_dir={tmp_path / 'results'}",
+        f"work_dir={tmp_path / 'work'}",  # not the checkout's own work_dir
+    )
     assert_one_clear_error(proc, BAD_INPUT, "has a foreground voxel")
     assert_no_table(tmp_path)
 
