@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
 from kdcore.axes import axis_cells, cell_config, cell_labels  # noqa: E402
-from kdcore.data.sources import phantom_key  # noqa: E402
+from kdcore.data.sources import data_source  # noqa: E402
 from kdcore.errors import GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
@@ -287,13 +287,11 @@ def _fit(
 
 def _run_name(cfg: DictConfig, kind: str, extra: Any = None) -> str:
     """A Ray run's folder name: a hash of the config (and ``extra``), so that the same
-    command resumes its own run. A phantom's resolved appearance in each cell is part of
-    it: a preset changed in code makes a new run rather than resuming one of stale data."""
+    command resumes its own run. Each cell's data key is part of it (a phantom's resolved
+    appearance): a preset changed in code makes a new run, not a resumed one of stale data."""
     key = {k: v for k, v in as_dict(cfg).items() if k not in ("ray", "results_dir", "tracking")}
-    if cfg.data.name == "phantom":
-        key["phantom_data"] = [
-            phantom_key(as_dict(cell_config(cfg, cell).phantom)) for cell in axis_cells(cfg)
-        ]
+    cells = [cell_config(cfg, cell) for cell in axis_cells(cfg)]
+    key["data"] = [data_source(c).key(c) for c in cells]
     return f"{cfg.ablation_name or 'grid'}{kind}-{stable_hash([key, extra])}"
 
 

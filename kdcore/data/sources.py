@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -21,10 +22,13 @@ from kdcore.settings import as_dict, stable_hash
 
 @dataclass(frozen=True)
 class DataSource:
-    """One dataset: ``root(cfg, log)`` its MSD-layout folder, ``label(cfg)`` its name."""
+    """One dataset: ``root(cfg, log)`` its MSD-layout folder, ``label(cfg)`` its name,
+    ``key(cfg)`` what its data depend on beyond their config keys (None: nothing), for
+    what is keyed by the data (its folder, a grid's Ray run)."""
 
     root: Callable[[DictConfig, Log], Path]
     label: Callable[[DictConfig], str]
+    key: Callable[[DictConfig], Any] = lambda _cfg: None
 
 
 def phantom_appearance(params: dict) -> Appearance | None:
@@ -32,17 +36,17 @@ def phantom_appearance(params: dict) -> Appearance | None:
     return resolve_appearance(params["difficulty"], {k: params.get(k) for k in KNOBS})
 
 
-def phantom_key(params: dict) -> dict:
-    """What a phantom dataset is keyed by: its settings and the resolved appearance (a
-    preset's values may change while its keys stay null)."""
+def _phantom_key(cfg: DictConfig) -> dict:
+    """The phantom's settings and its resolved appearance: a preset's values may change
+    while its keys stay null."""
+    params = as_dict(cfg.phantom)
     appearance = phantom_appearance(params)
     return {**params, "appearance": asdict(appearance) if appearance else None}
 
 
 def _phantom_root(cfg: DictConfig, log: Log) -> Path:
     params = as_dict(cfg.phantom)
-    appearance = phantom_appearance(params)
-    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(phantom_key(params))}"
+    root = Path(cfg.work_dir).absolute() / "data" / f"phantom-{stable_hash(_phantom_key(cfg))}"
     if not (root / "dataset.json").is_file():
         log(
             f"generating phantom CT ({params['difficulty']}): {params['num_patients']} "
@@ -55,7 +59,7 @@ def _phantom_root(cfg: DictConfig, log: Log) -> Path:
                 params["seed"],
                 tuple(params["shape"]),
                 tuple(params["spacing"]),
-                appearance,
+                phantom_appearance(params),
             )
     return root
 
@@ -67,6 +71,7 @@ DATASETS: dict[str, DataSource] = {
             f"phantom CT, {cfg.phantom.difficulty} ({cfg.phantom.num_patients} patients, "
             f"seed {cfg.phantom.seed})"
         ),
+        _phantom_key,
     ),
     "msd_spleen": DataSource(
         lambda cfg, _log: locate_msd_spleen(cfg.data.root, cfg.data.download),
