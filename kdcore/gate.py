@@ -245,11 +245,20 @@ RULES: dict[str, Rule] = {
     "ray.checkpoint_every": integer(0),
     "ray.verbose": one_of(0, 1, 2, 3),
     **{f"tracking.{key}": Rule(what, ok) for key, (what, ok) in TRACKING_SETTINGS.items()},
-    **{
-        f"{side}.fit.{key}": rule
-        for side in ("teacher", "student")
-        for key, rule in FIT_RULES.items()
-    },
+    **{f"teacher.fit.{key}": rule for key, rule in FIT_RULES.items()},
+    **{f"student.fit.{key}": rule for key, rule in FIT_RULES.items() if key != "epochs"},
+    "budget.steps": optional(integer(1)),
+    "budget.epochs": optional(integer(1)),
+    "budget.eval_every": optional(integer(1)),
+    "budget.patience": optional(integer(1)),
+    "budget.min_steps": integer(0),
+    "budget.convergence.window": number(0, 1, low_open=True),
+    "budget.convergence.tolerance": POSITIVE,
+}
+# Keys of earlier versions, with where their setting went.
+MOVED = {
+    "student.fit.epochs": "a student's budget is budget.steps (optimiser steps, the same for "
+    "every arm) or, the thesis's way, budget.epochs with budget.steps=null",
 }
 
 
@@ -330,6 +339,8 @@ def _check_axes(cfg: DictConfig) -> None:
 def _check_values(cfg: DictConfig) -> None:
     for key, value in leaves(cfg).items():
         rule = rule_for(key)
+        if key in MOVED:
+            raise ConfigError(f"{key} is not a setting any more: {MOVED[key]}")
         if rule is None:
             raise ConfigError(f"{key} is not a setting this suite knows: remove it")
         if not rule.ok(value):
@@ -366,6 +377,12 @@ def _check_cross_keys(cfg: DictConfig) -> None:
         )
     teacher_arch(cfg).check(cfg)  # the sizes its architecture needs
     phantom_appearance(OmegaConf.to_container(cfg.phantom, resolve=True))
+    if (cfg.budget.steps is None) == (cfg.budget.epochs is None):
+        raise ConfigError(
+            "set exactly one of budget.steps (optimiser steps) and budget.epochs (passes over "
+            f"the student's slices), the other null; got steps={cfg.budget.steps}, "
+            f"epochs={cfg.budget.epochs}"
+        )
     if cfg.kd.teacher_cache and cfg.student.fit.augment:
         raise ConfigError(
             "kd.teacher_cache=true holds the teacher's taps of unaugmented slices, so it "

@@ -35,7 +35,9 @@ from kdcore.rows import METRICS, TRIAL_COLUMNS, cell_text  # noqa: E402
 from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root  # noqa: E402
 from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
 from kdcore.tracking import Tracker, legal_name  # noqa: E402
+from kdcore.provenance import git_commit, utc_now  # noqa: E402
 from kdcore.trial import run_trial, run_trial_on_workers  # noqa: E402
+from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
 from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
 
@@ -43,8 +45,8 @@ class ProgressLog(tune.Callback):
     """One line per trial start and end with done/total and the time left, instead of
     Ray's per-trial tables."""
 
-    def __init__(self, total: int, log: Log):
-        self.total, self.log = total, log
+    def __init__(self, total: int, log: Log, store: str | None = None):
+        self.total, self.log, self.store = total, log, store  # store: the trial store's root
         self.progress: Progress | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -55,8 +57,9 @@ class ProgressLog(tune.Callback):
 
     @staticmethod
     def _name(trial) -> str:
-        cell = "".join(f"{k}={v}, " for k, v in cell_labels(trial.config["cell"]).items())
-        return f"{cell}{trial.config['variant']} seed {trial.config['seed']}"
+        spec = _spec(trial.config)
+        cell = "".join(f"{k}={v}, " for k, v in cell_labels(spec["cell"]).items())
+        return f"{cell}{spec['variant']} seed {spec['seed']}"
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.progress is None:  # trials finished before a resume do not set the pace
@@ -73,6 +76,8 @@ class ProgressLog(tune.Callback):
         if "dice" not in r:  # a tuning sample: judged on validation only
             self.log(f"trial {status}: {self._name(trial)}: val dice {r['val_dice']:.4f}")
             return
+        if self.store and r.get("finished"):  # kept at once: an interrupted grid loses nothing
+            TrialStore(self.store).put(_spec(trial.config)["key"], stored_row(r))
         self.log(
             f"trial {status}: {self._name(trial)}: test dice "
             f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
@@ -103,6 +108,7 @@ def _trainable(
     validation Dice) go to ``trial.log`` in the trial's folder. A non-finite loss ends the
     trial with its message as the result, so the grid reports it without a traceback.
     """
+    config = _spec(config)
     base = OmegaConf.create(cfg)
     cfg = cell_config(base, config["cell"])
     sample = "knobs" in config
@@ -119,7 +125,7 @@ def _trainable(
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "state.pt", weights_only=True)
-    every, epochs = cfg.ray.checkpoint_every, cfg.student.fit.epochs
+    every = cfg.ray.checkpoint_every
     # Tune runs the trial in its own folder on whichever node it was placed (the driver's
     # trial folder exists only on the driver's node); artifacts sync the log to storage
     trial_log = Path.cwd() / "trial.log"
@@ -144,7 +150,7 @@ def _trainable(
         h = state.history[-1]
         track.log_epochs([h])
         metrics = {legal_name(k): v for k, v in h.items() if k != "epoch_s"}  # Tune's own
-        if every and state.epoch % every == 0 and state.epoch < epochs:
+        if every and state.evals % every == 0:
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(ckpt, Path(folder) / "state.pt")
@@ -182,7 +188,7 @@ def _trainable(
         track.end("FAILED")
         raise
     numbers = {k: row[k] for k in (*METRICS, "val_dice", "best_epoch") if k in row}
-    track.log_metrics({f"final_{k}": v for k, v in numbers.items()}, step=epochs)
+    track.log_metrics({f"final_{k}": v for k, v in numbers.items()}, step=row["steps"])
     track.end()
     if sample:
         row = {"val_dice": row["val_dice"], "settings": json.dumps(settings)}
@@ -197,7 +203,6 @@ def _trainable(
             **extra,
             "checkpoint_s": checkpoint_s,
             "node": node,
-            "epoch": epochs,
             "finished": True,
         }
     )
@@ -219,9 +224,11 @@ def _fit(
     tuned: dict | None,
     log: Log,
     parent: str | None,
+    store: str | None = None,
 ) -> list:
     """Run (or resume) the Ray Tune run ``name`` of ``_trainable`` trials and return its
-    results, once every trial has finished; else raise GridError saying why."""
+    results, once every trial has finished; else raise GridError saying why. With
+    ``store`` (the trial store's root) each finished trial is stored as it completes."""
     storage = storage_root(cfg)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
     if sharded_trials(cfg):  # a trial only waits for its Ray Train workers
@@ -262,7 +269,7 @@ def _fit(
                 storage_path=storage,
                 verbose=cfg.ray.verbose,
                 # restored with the run, so a resumed grid logs its progress too
-                callbacks=[ProgressLog(total, log)],
+                callbacks=[ProgressLog(total, log, store)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log of every node
             ),
@@ -330,6 +337,37 @@ def run_tuning(
     return choose(samples)
 
 
+def _spec(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's own settings (cell, variant, seed; a grid trial's store key), whether
+    Tune's config holds them flat (tuning) or as one ``trial`` entry (the grid)."""
+    return {**config.get("trial", {}), **{k: v for k, v in config.items() if k != "trial"}}
+
+
+def stored_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the trial store keeps of a finished trial's reported metrics: its columns,
+    history, per-patient counts and example masks, and when and where it was made."""
+    row = {k: metrics[k] for k in TRIAL_COLUMNS if k in metrics}
+    row["trial_s"] = metrics.get("time_total_s", metrics.get("trial_s"))
+    row.update({k: json.loads(metrics[k]) for k in ("history", "cases")})
+    row["examples"] = metrics["examples"]
+    row["trained"] = utc_now()
+    row["commit"] = git_commit()
+    return row
+
+
+def grid_trials(cfg: DictConfig, tuned: dict | None = None) -> list[dict[str, Any]]:
+    """Every trial of the grid, in grid order: its cell, variant, seed and store key."""
+    trials = []
+    for cell in axis_cells(cfg):
+        for variant in cfg.variants:
+            settings = (tuned or {}).get(cell_key(cell, variant), {}).get("settings")
+            trial_cfg = with_settings(cell_config(cfg, cell), settings or {})
+            for seed in cfg.seeds:
+                key = trial_key(trial_cfg, variant, seed)
+                trials.append({"cell": cell, "variant": variant, "seed": seed, "key": key})
+    return trials
+
+
 def run_grid(
     cfg: DictConfig,
     teachers: dict[str, dict[str, torch.Tensor]] | None,
@@ -340,32 +378,42 @@ def run_grid(
     """Run one trial per (cell, variant, seed) and return their rows, in grid order.
 
     A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
-    cell's values as columns, the trial's per-epoch ``history`` and its per-patient test
-    counts ``cases`` (lists of dicts). ``teachers``: weights by teacher folder name;
-    ``tuned``: the settings of each (cell, variant) from ``run_tuning``; ``parent``: the id
-    of the job's run, under which each trial is a run of the metric stream.
+    cell's values as columns, the trial's per-validation ``history`` and its per-patient
+    test counts ``cases`` (lists of dicts), and ``reused``: whether the trial came from the
+    trial store (``kdcore.trial_store``: finished by an earlier grid, of this table or
+    another) instead of being trained by this one. Only trials missing from the store
+    run, each distinct one once. ``teachers``: weights by teacher folder name; ``tuned``:
+    the settings of each (cell, variant) from ``run_tuning``; ``parent``: the id of the
+    job's run, under which each trial is a run of the metric stream.
 
-    The run folder under ``work_dir/ray`` is named by a hash of the config, so running
-    the same command again resumes unfinished and failed trials and keeps finished ones.
+    The Ray run under ``work_dir/ray`` is named by a hash of the config, so running the
+    same command again resumes unfinished and failed trials.
     """
-    cells = axis_cells(cfg)
-    total = len(cells) * len(cfg.variants) * len(cfg.seeds)
-    space = {
-        "cell": tune.grid_search(cells),
-        "variant": tune.grid_search(list(cfg.variants)),
-        "seed": tune.grid_search(list(cfg.seeds)),
-    }
-    results = _fit(cfg, _run_name(cfg, "", tuned), space, total, 1, teachers, tuned, log, parent)
-    labels = [parse_variant(v).label for v in cfg.variants]
-    ordered = []
-    for r in results:
-        cell = r.config["cell"]
-        metrics = {**r.metrics, "trial_s": r.metrics["time_total_s"]}
+    root = storage_root(cfg)
+    store = TrialStore(root)
+    wanted = grid_trials(cfg, tuned)
+    found = {t["key"] for t in wanted if store.get(t["key"]) is not None}
+    todo = list({t["key"]: t for t in wanted if t["key"] not in found}.values())
+    log(
+        f"grid: {len(wanted)} trials: {len(wanted) - sum(t['key'] not in found for t in wanted)}"
+        f" reused from the trial store ({root}/trials), {len(todo)} to train"
+    )
+    if todo:
+        name = _run_name(cfg, "", [tuned, [t["key"] for t in wanted]])
+        space = {"trial": tune.grid_search(todo)}
+        results = _fit(cfg, name, space, len(todo), 1, teachers, tuned, log, parent, root)
+        for r in results:  # (each was stored as it finished; this covers a missed one)
+            key = r.config["trial"]["key"]
+            if store.get(key) is None:
+                store.put(key, stored_row(r.metrics))
+    rows = []
+    for t in wanted:
+        entry = store.get(t["key"])
         # an axis value wins over a trial column of the same name (a teacher axis labels
         # its teachers 'T1', 'T2'; the trial's own column would say 'T1(w16,d4)')
-        row = cell_labels(cell)
-        row.update({k: metrics[k] for k in TRIAL_COLUMNS if k not in row})
-        row.update({k: json.loads(r.metrics[k]) for k in ("history", "cases")})
-        row["examples"] = r.metrics["examples"]
-        ordered.append(((cells.index(cell), labels.index(row["variant"]), row["seed"]), row))
-    return [row for _, row in sorted(ordered, key=lambda pair: pair[0])]
+        row = cell_labels(t["cell"])
+        row.update({k: v for k, v in entry.items() if k not in row})
+        row["variant"] = parse_variant(t["variant"]).label  # this grid's name for it
+        row["reused"] = t["key"] in found
+        rows.append(row)
+    return rows

@@ -28,7 +28,12 @@ TRIAL_COLUMNS = (
     "fp",
     "fn",
     "val_dice",
-    "best_epoch",
+    "best_epoch",  # passes over the student's slices at the chosen checkpoint
+    "best_step",  # the optimiser step of the chosen checkpoint
+    "steps",  # optimiser steps run (the budget, or fewer after an early stop)
+    "stopped_early",
+    "val_slope",  # validation Dice points per 1,000 steps over the last window
+    "converged",  # kdcore.convergence
     "objective",
     "wall_s",  # the trial's own time: data_s + models + fit_s + test
     "data_s",
@@ -36,6 +41,10 @@ TRIAL_COLUMNS = (
     "checkpoint_s",  # saving and reporting resumable checkpoints
     "trial_s",  # the trial's time as Ray Tune measured it
     "node",  # the Ray node it ran on (its id's first 8 characters)
+    "machine",  # kdcore.provenance.machine_text of that node
+    "trained",  # when the trial finished (UTC) ...
+    "commit",  # ... at which commit
+    "reused",  # true: taken from the trial store, trained before this table's grid
 )
 
 

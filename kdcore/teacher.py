@@ -269,7 +269,6 @@ def _train_on_workers(
             for r in range(cfg.teacher.workers)
         ]
     state = FitState(
-        epoch=epochs,
         best_val=summary["best_val"],
         best_epoch=summary["best_epoch"],
         history=summary["history"],
@@ -305,7 +304,7 @@ def _train_worker(config: dict) -> None:
             }
             (Path(folder) / "summary.json").write_text(json.dumps(summary))
         ray.train.report(
-            {"epoch": state.epoch}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+            {"step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(folder)
         )
 
 

@@ -130,7 +130,7 @@ class Sink:
         """The run's settings, {legal name: text}."""
 
     def metrics(self, info: RunInfo, metrics: dict[str, float], step: int) -> None:
-        """Measurements at ``step`` (an epoch), {legal name: value}."""
+        """Measurements at ``step`` (an optimiser step), {legal name: value}."""
 
     def artifact(self, info: RunInfo, path: Path, folder: str | None) -> None:
         """A file or folder the run produced."""
@@ -316,7 +316,7 @@ class Run:
         self._each("params", _legal_keys(flat_params(params), "params"))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log numbers measured at ``step`` (an integer >= 0, the epoch)."""
+        """Log numbers measured at ``step`` (an integer >= 0, the optimiser step)."""
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be an integer >= 0, got {step!r}")
         values = {}
@@ -330,10 +330,11 @@ class Run:
         self._each("metrics", _legal_keys(values, "metrics"), step)
 
     def log_epochs(self, history: Sequence[Mapping[str, float]]) -> None:
-        """Log training history entries (``fit``'s), each at the step of its ``epoch``."""
+        """Log training history entries (``fit``'s), each at its optimiser ``step``."""
         for entry in history:
-            numbers = {k: v for k, v in entry.items() if k != "epoch"}
-            self.log_metrics(numbers, step=int(entry["epoch"]))
+            numbers = {k: v for k, v in entry.items() if k != "step"}
+            # (histories written before steps were counted have epochs only)
+            self.log_metrics(numbers, step=int(entry.get("step", entry["epoch"])))
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         """Keep a file or folder (e.g. the table) with the run, under ``folder``."""

@@ -33,6 +33,14 @@ class FitSettings:
 
     epochs: int
     batch_size: int
+    # The budget in optimiser steps (null: ``epochs`` passes over the training slices, so
+    # that fewer slices get fewer steps: the thesis's way)
+    steps: int | None = None
+    eval_every: int | None = None  # steps between validations (null: once per epoch)
+    # Early stopping: end when validation Dice has not improved for ``patience`` steps
+    # (null: never), once ``min_steps`` steps are done
+    patience: int | None = None
+    min_steps: int = 0
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -57,13 +65,25 @@ def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.O
     return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
 
+def steps_per_epoch(train_idx: np.ndarray, batch_size: int) -> int:
+    """How many batches one pass over ``train_idx`` makes (``batches``)."""
+    return sum(1 for _ in batches(train_idx, batch_size, None))
+
+
+def total_steps(s: FitSettings, train_idx: np.ndarray) -> int:
+    """The run's budget in optimiser steps: ``s.steps``, else ``s.epochs`` passes."""
+    if s.steps is not None:
+        return int(s.steps)
+    return s.epochs * steps_per_epoch(train_idx, s.batch_size)
+
+
 def build_schedule(
     optimizer: torch.optim.Optimizer, s: FitSettings, train_idx: np.ndarray
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule of the settings, stepped once per batch of ``train_idx``:
-    cosine to zero over all epochs, or constant."""
+    """The learning-rate schedule of the settings, stepped once per batch: cosine to zero
+    over the whole budget (``total_steps``), or constant. An early stop ends it sooner."""
     if s.schedule == "cosine":
-        steps = s.epochs * sum(1 for _ in batches(train_idx, s.batch_size, None))
+        steps = total_steps(s, train_idx)
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
@@ -112,11 +132,14 @@ def mean_loss(
 class FitState:
     """Everything needed to resume training after an interruption."""
 
-    epoch: int = 0  # epochs completed
-    best_val: float = -1.0  # validation Dice of the chosen epoch
-    best_epoch: int = -1
+    step: int = 0  # optimiser steps taken
+    evals: int = 0  # validations done
+    best_val: float = -1.0  # validation Dice of the chosen checkpoint
+    best_step: int = -1
+    best_epoch: float = -1.0  # passes over the training slices at the chosen checkpoint
     best_score: float = -math.inf  # what the checkpoint is chosen by (see ``fit``)
     best_model: dict[str, Tensor] | None = None
+    stopped_early: bool = False  # early stopping ended the run before its budget
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -237,20 +260,26 @@ def fit(
     """Train ``model`` with ``loss_fn(images, masks, idx) -> (loss, parts)``; keep the best
     on val (``idx``: the batch's slice indices, for per-slice caches).
 
-    The checkpoint is chosen by pooled Dice on ``val_idx`` (never on test) and loaded back
-    into ``model`` at the end; ``select(model) -> score`` (higher is better) replaces that
-    choice, only to reproduce the thesis protocol (the test loss). ``extra_modules`` (e.g.
-    projection heads) are optimised with the model. Batch order depends only on (seed,
-    epoch), so a resumed run sees the same batches (and, with ``settings.augment``, the
-    same augmentations).
+    The run takes ``total_steps(settings)`` optimiser steps over shuffled passes of
+    ``train_idx`` and validates every ``settings.eval_every`` steps (once per pass by
+    default) and at the last step. With ``settings.patience`` it stops early once
+    validation Dice has not improved for that many steps (and ``min_steps`` are done);
+    ``FitState.stopped_early`` says so. The checkpoint is chosen by pooled Dice on
+    ``val_idx`` (never on test) and loaded back into ``model`` at the end;
+    ``select(model) -> score`` (higher is better) replaces that choice, only to reproduce
+    the thesis protocol (the test loss). ``extra_modules`` (e.g. projection heads) are
+    optimised with the model. The batches of pass ``e`` depend only on (seed, e), so a
+    resumed run sees the same batches (and, with ``settings.augment``, the same
+    augmentations: each batch's are seeded by (seed, e, its place in the pass)).
 
-    Each epoch's history entry holds the mean loss (``train_loss``) and the mean of each
-    part of it (``loss_<part>``, e.g. ``loss_seg``, ``loss_bottleneck``), the validation
-    Dice, and the seconds of the training steps (``train_s``) and of the whole epoch. A
-    non-finite loss stops training at the step it happens, on every backend, with a
-    ``NonFiniteLossError`` naming ``name``, the epoch and the non-finite parts.
-    ``on_epoch(state, checkpoint)`` gets a resumable checkpoint dict (``resume`` takes the
-    same dict back).
+    Each validation's history entry holds the step, the passes done (``epoch``,
+    fractional when validations fall inside a pass), the mean loss since the previous one
+    (``train_loss``) and the mean of each part of it (``loss_<part>``, e.g. ``loss_seg``),
+    the validation Dice, and the seconds of the training steps (``train_s``) and of the
+    whole stretch with its validation (``epoch_s``). A non-finite loss stops training at
+    the step it happens, on every backend, with a ``NonFiniteLossError`` naming ``name``,
+    the epoch and the non-finite parts. ``on_epoch(state, checkpoint)`` gets a resumable
+    checkpoint dict after each validation (``resume`` takes the same dict back).
 
     ``backend`` takes the steps: one process by default; ``DataParallel`` for rank
     ``rank`` of a data-parallel run (the history then holds the whole batch's losses);
@@ -269,41 +298,56 @@ def fit(
             extra_modules.load_state_dict(resume["extra"])
         backend.load_state_dict(resume)
         state = FitState(**resume["state"])
+    per_epoch = steps_per_epoch(train_idx, settings.batch_size)
+    budget = total_steps(settings, train_idx)
+    every = settings.eval_every or per_epoch
+    augment = augmenter(0) if settings.augment else None
+    order: tuple[int, list[np.ndarray]] = (-1, [])  # the batches of the current pass
     model.train()
-    while state.epoch < settings.epochs:
+    while state.step < budget and not state.stopped_early:
         start = time.perf_counter()
-        rng = np.random.default_rng([seed, state.epoch])
-        augment = None
-        if settings.augment:  # its own stream: batch order stays as without augmentation
-            augment = augmenter(int(np.random.default_rng([seed, state.epoch, 1]).integers(2**31)))
         sums: dict[str, float] = {}
         count = 0
-        for batch in batches(train_idx, settings.batch_size, rng):
+        stop = min(budget, (state.step // every + 1) * every)
+        while state.step < stop:
+            epoch, place = divmod(state.step, per_epoch)
+            if order[0] != epoch:
+                order = (epoch, list(batches(train_idx, settings.batch_size, _rng(seed, epoch))))
+            batch = order[1][place]
             idx = backend.share(batch)
             # every rank steps together; one without samples runs one with weight 0
             x, y = to_tensors(data, idx if len(idx) else batch[:1], device)
-            if augment is not None:
+            if augment is not None:  # its own stream: batch order stays as without it
+                augment.set_random_state(int(_rng(seed, epoch, 1, place).integers(2**31)))
                 x, y = augment_batch(augment, x, y)
             loss, parts = loss_fn(x, y, idx if len(idx) else batch[:1])
             # one device-to-host copy for the loss and its parts
             numbers = torch.stack([loss.detach(), *parts.values()]).float().tolist()
             values = dict(zip(["train_loss", *(f"loss_{k}" for k in parts)], numbers, strict=True))
-            backend.check(name, state.epoch + 1, values)
+            backend.check(name, epoch + 1, values)
             backend.step(loss, len(idx), len(batch))
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
+            state.step += 1
         sums, count = backend.totals(sums, count)
         trained = time.perf_counter()
         val = backend.validate(model, data, val_idx)
-        state.epoch += 1
+        state.evals += 1
+        epochs_done = _passes(state.step, per_epoch)
         score = val["dice"] if select is None else select(model)
         if score > state.best_score:
-            state.best_score, state.best_val, state.best_epoch = score, val["dice"], state.epoch
+            state.best_score, state.best_val = score, val["dice"]
+            state.best_step, state.best_epoch = state.step, epochs_done
             state.best_model = backend.snapshot(model)
+        patience = settings.patience
+        if patience is not None and state.step < budget:
+            waited = state.step - state.best_step
+            state.stopped_early = state.step >= settings.min_steps and waited >= patience
         state.history.append(
             {
-                "epoch": state.epoch,
+                "step": state.step,
+                "epoch": epochs_done,
                 **{k: v / count for k, v in sums.items()},
                 "val_dice": val["dice"],
                 "train_s": trained - start,  # the training steps
@@ -320,6 +364,16 @@ def fit(
             on_epoch(state, checkpoint)
     backend.restore(model, state.best_model)
     return state
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(list(key))
+
+
+def _passes(step: int, per_epoch: int) -> int | float:
+    """Passes over the training slices after ``step`` steps: whole, or to 4 decimals."""
+    whole, rest = divmod(step, per_epoch)
+    return whole if rest == 0 else round(step / per_epoch, 4)
 
 
 def _average_gradients(params: list[nn.Parameter], world: int) -> None:

@@ -21,12 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from kdcore.convergence import convergence
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters, student_name, teacher_name
 from kdcore.progress import Log
 from kdcore.protocols import SELECT_TEST_LOSS
+from kdcore.provenance import machine, machine_text
 from kdcore.runtime import run_on_workers, worker_rank
 from kdcore.settings import as_dict, resolve_device
 from kdcore.teacher import live_teacher, outputs_dir, teacher_dir, teacher_outputs
@@ -34,16 +36,17 @@ from kdcore.training import DataParallel, FitSettings, FitState, evaluate, fit, 
 
 
 def epoch_line(state: FitState, weights: dict[str, float]) -> str:
-    """One epoch of a trial: loss, each term's share of the weighted objective, val Dice.
+    """A trial's stretch up to a validation: loss, each term's share of the weighted
+    objective, val Dice.
 
-    E.g. 'epoch 3: loss 0.412 = seg 61% + bottleneck 39%; val dice 0.801 (2.1s)'.
+    E.g. 'step 96 (epoch 3): loss 0.412 = seg 61% + bottleneck 39%; val dice 0.801 (2.1s)'.
     """
     h = state.history[-1]
     shares = {k: weights[k] * h[f"loss_{k}"] for k in weights}
     total = sum(abs(v) for v in shares.values()) or 1.0
     terms = " + ".join(f"{k} {100 * abs(v) / total:.0f}%" for k, v in shares.items())
     return (
-        f"epoch {h['epoch']}: loss {h['train_loss']:.4f} = {terms}; "
+        f"step {h['step']} (epoch {h['epoch']}): loss {h['train_loss']:.4f} = {terms}; "
         f"val dice {h['val_dice']:.4f} ({h['epoch_s']:.1f}s)"
     )
 
@@ -62,12 +65,21 @@ def unpack_masks(text: str) -> np.ndarray:
 
 
 def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
-    """The student's optimisation settings: ``student.fit`` for every run, except that the
-    thesis protocol trains baselines with ``protocol.baseline_fit`` merged over it."""
+    """The student's optimisation settings: ``student.fit`` and the ``budget`` for every
+    run, except that the thesis protocol trains baselines with ``protocol.baseline_fit``
+    merged over ``student.fit``."""
     fit = as_dict(cfg.student.fit)
     if not kd and cfg.protocol.baseline_fit:
         fit.update(as_dict(cfg.protocol.baseline_fit))
-    return FitSettings(**fit)
+    b = cfg.budget
+    return FitSettings(
+        **fit,
+        epochs=b.epochs or 0,
+        steps=b.steps,
+        eval_every=b.eval_every,
+        patience=b.patience,
+        min_steps=b.min_steps,
+    )
 
 
 def test_loss_selection(
@@ -95,12 +107,14 @@ def run_trial(
     (``evaluate_test=False``, for tuning: only its validation Dice, best epoch and
     history).
 
-    Baseline and KD variants share the optimiser, schedule, epochs, batches, data subset
-    and seed; they differ only in the KD terms of the objective. ``teachers`` maps a
+    Baseline and KD variants share the optimiser, schedule, budget of steps, batches, data
+    subset and seed; they differ only in the KD terms of the objective. ``teachers`` maps a
     teacher's folder name (``teacher_dir``) to its weights; the trial takes the one of its
     config and data. ``log`` gets one line per epoch (``epoch_line``); the row's
     ``history`` holds every epoch's losses (the total and each term, unweighted),
-    validation Dice and seconds, and ``cases`` the test counts of each patient.
+    validation Dice and seconds, and ``cases`` the test counts of each patient; its
+    ``steps``, ``best_step``, ``stopped_early``, ``val_slope`` and ``converged`` say how
+    training ended (``kdcore.convergence``).
 
     With ``ranks = (rank, world)`` this is one rank of a trial spanning ``world`` workers
     (``run_trial_on_workers``): the student data-parallel, the teacher sharded by ZeRO-3
@@ -163,12 +177,19 @@ def run_trial(
         select=test_loss_selection(cfg, objective.seg, data, splits.test),
         backend=DataParallel(*ranks) if ranks is not None else None,
     )
+    c = cfg.budget.convergence
+    ended = convergence(state.history, state.best_step, state.stopped_early, c.window, c.tolerance)
+    run = {
+        "val_dice": state.best_val,
+        "best_epoch": state.best_epoch,
+        "best_step": state.best_step,
+        "steps": ended.steps,
+        "stopped_early": state.stopped_early,
+        "val_slope": ended.slope,
+        "converged": ended.converged,
+    }
     if not evaluate_test:
-        return {
-            "val_dice": state.best_val,
-            "best_epoch": state.best_epoch,
-            "history": state.history,
-        }
+        return {**run, "history": state.history}
     fit_s = time.perf_counter() - fit_start
     test = evaluate(student, data, splits.test)
     shown = example_slices(data.case, data.masks, splits.test)
@@ -184,9 +205,9 @@ def run_trial(
         "tp": test["tp"],
         "fp": test["fp"],
         "fn": test["fn"],
-        "val_dice": state.best_val,
-        "best_epoch": state.best_epoch,
+        **run,
         "objective": objective.formula(),
+        "machine": machine_text(machine()),
         "wall_s": time.perf_counter() - start,
         "data_s": data_s,
         "fit_s": fit_s,

@@ -51,7 +51,7 @@ def test_methods_ablation_compares_mtms_with_every_peer():
 
 def test_paper_profile_uses_the_thesis_networks():
     cfg = make("profile=paper")
-    assert cfg.image_size == 256 and cfg.student.fit.epochs == 120
+    assert cfg.image_size == 256 and cfg.budget.steps == 6000
     assert cfg.student.fit.batch_size == 20
     teacher = build_teacher(cfg.teacher.width, cfg.teacher.depth)
     assert count_parameters(teacher) == 43_236_036
@@ -71,7 +71,10 @@ def test_paper_profile_uses_the_thesis_networks():
         ("student.seg_loss=focal", "student.seg_loss must be one of dice, dicebce"),
         ("teacher.fit.optimizer=lion", "teacher.fit.optimizer must be one of adamw"),
         ("teacher.fit.betas=[0.9,1.5]", "teacher.fit.betas must be a list of 2 items"),
-        ("student.fit.epochs=0", "student.fit.epochs must be an integer >= 1"),
+        ("+student.fit.epochs=16", "student.fit.epochs is not a setting any more: a student's"),
+        ("budget.steps=0", "budget.steps must be null or an integer >= 1"),
+        ("budget.epochs=120", "set exactly one of budget.steps (optimiser steps) and budget"),
+        ("budget.steps=null", "set exactly one of budget.steps"),
         ("student.fit.batch_size=2.5", "student.fit.batch_size must be an integer >= 1"),
         ("student.fit.augment=maybe", "student.fit.augment must be true or false"),
         ("kd.cwd_temperature=-1", "kd.cwd_temperature must be a number > 0"),

@@ -68,7 +68,7 @@ def run(select=None):
     weights = {}
 
     def on_epoch(state, checkpoint):
-        weights[state.epoch] = copy.deepcopy(checkpoint["model"])
+        weights[state.evals] = copy.deepcopy(checkpoint["model"])
 
     state = fit(
         model=model,

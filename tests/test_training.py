@@ -8,7 +8,7 @@ from kdcore.data.slices import SliceSettings, load_slices
 from kdcore.errors import ConfigError, NonFiniteLossError
 from kdcore.losses import THESIS_WEIGHTS, DistillationLoss
 from kdcore.models import build_student
-from kdcore.training import FitSettings, build_optimizer, fit
+from kdcore.training import Backend, FitSettings, build_optimizer, fit
 
 
 def test_a_single_leftover_sample_joins_the_previous_batch():
@@ -30,7 +30,7 @@ def _train(data, epochs, seed, resume=None, stop_after=None, augment=False):
     saved = {}
 
     def on_epoch(state, checkpoint):
-        if state.epoch == stop_after:
+        if state.evals == stop_after:
             saved.update(torch.load(_roundtrip(checkpoint), weights_only=True))
 
     state = fit(
@@ -79,6 +79,7 @@ def test_history_holds_the_mean_of_each_loss_term_per_epoch(tiny_msd, tmp_path):
     state = fit(model, loss_fn, data, np.arange(12), np.arange(12, 16), FitSettings(2, 4), 0)
     h = state.history[-1]
     assert set(h) == {
+        "step",
         "epoch",
         "train_loss",
         "loss_seg",
@@ -209,3 +210,45 @@ def test_every_rank_stops_at_the_step_one_rank_went_non_finite(tiny_msd):
     assert steps0 == steps1 == 3  # both stopped at the step it happened, neither waits
     assert "(rank 1)" in error1 and "non-finite in epoch 1" in error1
     assert "on another of the 2 ranks" in error0
+
+
+def _constant_fit(data, settings: FitSettings, scores: list[float]):
+    """fit with a model whose validation Dice follows ``scores`` (one per validation)."""
+    model = build_student(4)
+    dice = iter(scores)
+
+    class Scripted(Backend):
+        def validate(self, model, data, idx):
+            return {"dice": next(dice)}
+
+    def loss_fn(x, y, _idx):
+        out = model(x)["logits"].mean() * 0
+        return out, {"seg": out.detach()}
+
+    return fit(model, loss_fn, data, np.arange(12), np.arange(12, 16), settings, 0,
+               backend=Scripted())
+
+
+def test_a_step_budget_validates_every_eval_every_steps_and_at_the_end(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    # 12 slices in batches of 4: 3 steps per pass; 10 steps validated at 4, 8 and 10
+    settings = FitSettings(epochs=0, batch_size=4, steps=10, eval_every=4)
+    state = _constant_fit(data, settings, [0.1, 0.3, 0.2])
+    assert [h["step"] for h in state.history] == [4, 8, 10]
+    assert [h["epoch"] for h in state.history] == [1.3333, 2.6667, 3.3333]
+    assert state.step == 10 and state.best_step == 8 and not state.stopped_early
+
+
+def test_early_stopping_ends_a_run_after_patience_steps_without_improvement(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    settings = FitSettings(0, 4, steps=40, eval_every=2, patience=4, min_steps=10)
+    # best at step 4; 4 steps later (step 8) min_steps is not yet done; stops at step 10
+    state = _constant_fit(data, settings, [0.1, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    assert state.stopped_early and state.step == 10 and state.best_step == 4
+    assert len(state.history) == 5
+
+
+def test_a_budget_in_epochs_gives_fewer_slices_fewer_steps(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    state = _constant_fit(data, FitSettings(epochs=2, batch_size=4), [0.1, 0.2])
+    assert state.step == 6 and [h["epoch"] for h in state.history] == [1, 2]

@@ -1,0 +1,120 @@
+"""Each trial once: finished trials kept by a key of everything that changes their result.
+
+A grid looks every (cell, variant, seed) up before it starts Ray Tune and trains only
+the missing ones, so the baseline that five tables share is trained once, and extending
+``seeds`` trains only the new seeds. The key (``trial_key``) is a hash of the trial's
+resolved config without the settings of place, speed and the grid itself, the data's
+own key (a phantom's resolved appearance), the variant's terms (not its label) and the
+seed; a baseline's key leaves out the teacher and the KD settings, which it does not
+use. Entries are JSON files under ``<ray storage>/trials`` (``kdcore.runtime
+.storage_root``: a local folder, a folder every node shares, or s3:// and gs:// URIs).
+
+Runs are deterministic on one machine, not across CPUs: an entry records the machine,
+commit and time that made it, and the tables show them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from pyarrow import fs as pafs
+
+from kdcore.data.sources import data_source
+from kdcore.losses import parse_variant, term_weight
+from kdcore.models import teacher_settings
+from kdcore.names import OPERATIONAL
+from kdcore.settings import as_dict, stable_hash
+
+# Settings that name or shape a grid, or judge a finished trial, not what a trial does.
+GRID_KEYS = (
+    "ablation_name",
+    "profile_name",
+    "variants",
+    "seeds",
+    "axes",
+    "reference_table",
+    "tune",
+    "tuning",
+    "budget.convergence",
+    "protocol.name",
+)
+# Operational settings that still change a trial's data (another folder, other scans).
+KEEP = ("data.root",)
+FOLDER = "trials"
+
+
+def _drop(settings: dict, dotted: str) -> None:
+    section, _, leaf = dotted.rpartition(".")
+    node = settings
+    for part in section.split(".") if section else []:
+        node = node.get(part, {})
+    node.pop(leaf, None)
+
+
+def trial_settings(cfg: DictConfig, variant: str, seed: int) -> dict[str, Any]:
+    """What a trial's result depends on (see the module docstring)."""
+    settings = as_dict(cfg)
+    for key in (*OPERATIONAL, *GRID_KEYS):
+        if key not in KEEP:
+            _drop(settings, key)
+    terms = list(parse_variant(variant).terms)
+    if terms:
+        settings["teacher"] = teacher_settings(cfg)
+        weights = cfg.kd.weights
+        settings["kd"]["weights"] = {"seg": weights.seg, **{t: term_weight(weights, t) for t in terms}}
+        settings.get("protocol", {}).pop("baseline_fit", None)
+    else:  # a baseline uses neither the teacher nor the KD settings
+        settings.pop("teacher", None)
+        settings.pop("kd", None)
+    return {"settings": settings, "data": data_source(cfg).key(cfg), "terms": terms, "seed": seed}
+
+
+def trial_key(cfg: DictConfig, variant: str, seed: int) -> str:
+    """The store's key of a trial of ``variant`` and ``seed`` under ``cfg`` (its cell's
+    config, with any tuned settings made)."""
+    return stable_hash(trial_settings(cfg, variant, seed))
+
+
+class TrialStore:
+    """Finished trials' rows (with history, per-patient counts and examples) by key."""
+
+    def __init__(self, root: str):
+        if "://" in root:
+            self.fs, base = pafs.FileSystem.from_uri(root)
+        else:
+            self.fs, base = pafs.LocalFileSystem(), str(Path(root).absolute())
+        self.base = f"{base.rstrip('/')}/{FOLDER}"
+
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored row of ``key``, or None. An unreadable entry counts as missing (the
+        trial runs again and replaces it)."""
+        path = self._path(key)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return json.loads(f.read().decode())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, row: dict[str, Any]) -> None:
+        """Store ``row`` under ``key``; a reader sees the old entry or the whole new one
+        (locally: written aside and renamed; an object store's writes are whole)."""
+        self.fs.create_dir(self.base, recursive=True)
+        path = self._path(key)
+        text = json.dumps(row).encode()
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(text)
+            os.replace(tmp, path)
+            return
+        with self.fs.open_output_stream(path) as f:
+            f.write(text)
