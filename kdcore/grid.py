@@ -31,12 +31,12 @@ from kdcore.data.sources import data_source  # noqa: E402
 from kdcore.errors import GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
 from kdcore.progress import Log, Progress  # noqa:E402
+from kdcore.provenance import git_commit, utc_now  # noqa: E402
 from kdcore.rows import METRICS, TRIAL_COLUMNS, cell_text  # noqa: E402
 from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root  # noqa: E402
 from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
 from kdcore.tracking import Tracker, legal_name  # noqa: E402
-from kdcore.provenance import git_commit, utc_now  # noqa: E402
-from kdcore.trial import run_trial, run_trial_on_workers  # noqa: E402
+from kdcore.trial import ending, run_trial, run_trial_on_workers  # noqa: E402
 from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
 from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
 
@@ -415,5 +415,6 @@ def run_grid(
         row.update({k: v for k, v in entry.items() if k not in row})
         row["variant"] = parse_variant(t["variant"]).label  # this grid's name for it
         row["reused"] = t["key"] in found
+        row.update(ending(cfg, row["history"], row["best_step"], row["stopped_early"]))
         rows.append(row)
     return rows

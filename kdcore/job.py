@@ -22,20 +22,21 @@ from kdcore.grid import run_grid, run_tuning
 from kdcore.io import replaced_dir, run_lock
 from kdcore.losses import parse_variant
 from kdcore.names import (
+    budget_label,
     dataset_label,
     protocol_label,
     replicates_label,
     table_dir,
     table_settings,
 )
-from kdcore.plots import figures_for, plot_examples
+from kdcore.plots import figures_for, plot_examples, plot_learning_curves
 from kdcore.progress import Log, duration
 from kdcore.provenance import git_commit, utc_now
 from kdcore.report import render_report, time_line
 from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
-from kdcore.summary import summarize, summary_markdown
+from kdcore.summary import StatsSettings, summarize, summary_markdown
 from kdcore.table_folder import write_examples, write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
@@ -176,7 +177,8 @@ def write_results(
         ]
     )
     trials = pd.DataFrame(rows)
-    summary = summarize(trials, cases, axes)
+    stats = StatsSettings(**as_dict(cfg.stats))
+    summary = summarize(trials, cases, axes, stats)
     folder = table_dir(cfg)
     written = utc_now()
     provenance = {
@@ -195,6 +197,7 @@ def write_results(
         write_examples(tmp, **examples)
         figures = [
             *figures_for(summary, trials, grid_axes(cfg), tmp),
+            plot_learning_curves(trials, histories, tmp, axes),
             plot_examples(folder=tmp, **examples),
         ]
         report = render_report(
@@ -214,6 +217,8 @@ def write_results(
             as_dict(cfg.reference_table) if cfg.reference_table else None,
             [p.name for p in figures],
             [time_line(trials, histories, *timing), "", *tuning_lines(cfg, tuned)],
+            budget=budget_label(cfg),
+            stats=stats,
         )
         write_table(tmp, trials, histories, cases, report, provenance, axes)
     return [folder / "table.md", folder / "trials.csv"], summary

@@ -89,13 +89,44 @@ def _protocol_departures(cfg: DictConfig) -> str:
     if not departures:
         return (
             f"Protocol: {cfg.protocol.name}. Baseline and KD variants share optimiser, "
-            "schedule, epochs, batches, data and seed; they differ only in the KD terms. "
+            "schedule, budget, batches, data and seed; they differ only in the KD terms. "
             "Checkpoints chosen on validation Dice."
         )
     return (
         f"Protocol: {cfg.protocol.name.upper()}, which departs from the fair protocol with "
         + "; ".join(departures)
         + ". Differences from the baseline mix distillation with these departures."
+    )
+
+
+def budget_label(cfg: DictConfig) -> str:
+    """How long each student trained, and how convergence was judged."""
+    b = cfg.budget
+    varied = sorted(k for k in varied_keys(cfg) if k.startswith("budget."))
+    if b.steps is not None:
+        size = (
+            f"{b.steps:,} optimiser steps per run, the same for every arm whatever its data "
+            "fraction or batch size"
+        )
+    else:
+        size = (
+            f"{b.epochs} passes over each run's training slices (the thesis's way: fewer "
+            "slices get fewer optimiser steps)"
+        )
+    every = f"every {b.eval_every} steps" if b.eval_every else "after every pass"
+    stop = (
+        f"early stopping after {b.patience} steps without a better validation Dice (not "
+        f"before step {b.min_steps})"
+        if b.patience
+        else "no early stopping"
+    )
+    c = b.convergence
+    rows = f" The grid's axes change {', '.join(varied)} from row to row." if varied else ""
+    return (
+        f"Budget: {size}; validation {every}; {stop}; a "
+        f"{cfg.student.fit.schedule} learning-rate schedule over the budget. A run converged "
+        f"when it stopped early or its validation Dice rose by less than {c.tolerance:g} "
+        f"points over its last {c.window:.0%} of steps (least-squares slope).{rows}"
     )
 
 

@@ -37,7 +37,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from kdcore.io import atomic_path
-from kdcore.rows import BASELINE, METRIC_RANGE, METRICS, cell_text
+from kdcore.rows import BASELINE, METRIC_RANGE, METRICS, cell_text, history_name
 
 DPI = 120
 WIDTH_IN = 8.5  # inches: about 1000 px at DPI
@@ -817,6 +817,100 @@ def plot_examples(
 
 
 # --- Per table ---------------------------------------------------------------------------
+
+
+def learning_curve_panels(
+    trials: pd.DataFrame,
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    axes: Sequence[str],
+) -> list[tuple[str, dict[str, list[np.ndarray]]]]:
+    """The panels of ``draw_learning_curves``: one per (cell, KD variant), each with the
+    (step, validation Dice) curve of every seed of the variant and of its cell's baseline
+    (one per cell when the grid has no KD variant)."""
+    panels = []
+    keys = list(axes)
+    cells = trials.drop_duplicates(keys)[keys].to_dict("records") if keys else [{}]
+    for cell in cells:
+        mask = pd.Series(True, index=trials.index)
+        for k in keys:
+            mask &= trials[k] == cell[k]
+        rows = trials[mask]
+
+        variants = list(dict.fromkeys(rows["variant"]))
+        kd = [v for v in variants if v != BASELINE] or [BASELINE]
+        where = _cell_label(keys, [cell[k] for k in keys]) if keys else ""
+        for v in kd:
+            title = ", ".join(t for t in (where, v) if t)
+            series = {v: _curves(rows, histories, keys, v)}
+            if v != BASELINE:
+                series[BASELINE] = _curves(rows, histories, keys, BASELINE)
+            panels.append((title, series))
+    return panels
+
+
+def _curves(
+    rows: pd.DataFrame, histories: Mapping[str, Sequence[Mapping]], keys: list[str], variant: str
+) -> list[np.ndarray]:
+    """(step, validation Dice) of each seed of ``variant`` among ``rows``."""
+    out = []
+    for r in rows[rows["variant"] == variant].to_dict("records"):
+        h = histories.get(history_name(r, keys))
+        if h:
+            out.append(np.array([[e["step"], e["val_dice"]] for e in h], dtype=float))
+    return out
+
+
+@_styled
+def draw_learning_curves(
+    trials: pd.DataFrame,
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    axes: Sequence[str],
+) -> Figure:
+    """Validation Dice against the optimiser step: a panel per (cell, KD variant), each
+    seed a thin line and the mean over seeds a thick one, the variant in colour and its
+    cell's baseline in grey; a dot on each seed's best validation (its checkpoint, unless
+    the protocol chooses by test loss)."""
+    panels = learning_curve_panels(trials, histories, axes)
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure(WIDTH_IN if ncols > 1 else 6.0, 0.9 + 2.4 * nrows)
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    for (title, series), ax in zip(panels, grid, strict=False):
+        for name, runs in series.items():
+            color = BASELINE_COLOR if name == BASELINE else KD_COLOR
+            for run in runs:
+                ax.plot(run[:, 0], run[:, 1], color=color, lw=0.6, alpha=0.45)
+                best = int(np.argmax(run[:, 1]))
+                ax.plot(run[best, 0], run[best, 1], "o", color=color, ms=2.5, alpha=0.7)
+            same = len({len(r) for r in runs}) == 1 and runs
+            if same and all(np.array_equal(r[:, 0], runs[0][:, 0]) for r in runs):
+                mean = np.mean([r[:, 1] for r in runs], axis=0)
+                ax.plot(runs[0][:, 0], mean, color=color, lw=2.0, label=name)
+        ax.set_title("\n".join(textwrap.wrap(title, 28)), loc="left", fontsize=9)
+        ax.tick_params(labelsize=8)
+    for i, ax in enumerate(grid):
+        ax.set_visible(i < len(panels))
+    fig.supxlabel("optimiser step", fontsize=10)
+    fig.supylabel("validation Dice (0–1)", fontsize=10)
+    seeds = trials["seed"].nunique()
+    fig.suptitle(f"Learning curves: each of {seeds} seeds thin, their mean thick")
+    handles = [
+        Line2D([], [], color=KD_COLOR, lw=2, label="KD variant"),
+        Line2D([], [], color=BASELINE_COLOR, lw=2, label=BASELINE),
+        Line2D([], [], color="0.5", marker="o", ls="", ms=3, label="best\nvalidation"),
+    ]
+    fig.legend(handles=handles, loc="outside right center")
+    return fig
+
+
+def plot_learning_curves(
+    trials: pd.DataFrame,
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    folder: str | Path,
+    axes: Sequence[str] = (),
+) -> Path:
+    """``draw_learning_curves`` as ``folder/learning_curves.png``."""
+    return _save(draw_learning_curves(trials, histories, axes), folder, "learning_curves.png")
 
 
 def figures_for(

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from kdcore.rows import BASELINE, cell_text, one_line
-from kdcore.summary import in_cell, summary_markdown
+from kdcore.stats import minimum_detectable_effect, seeds_needed
+from kdcore.summary import StatsSettings, in_cell, summary_markdown
 
 SPLIT_TEXT = {
     "patient": "patient split (no patient in two of train, validation and test)",
@@ -175,11 +176,16 @@ def render_report(
     figures: list[str] = (),
     sections: list[str] = (),
     rerendered: Sequence[str] = (),
+    budget: str = "",
+    stats: StatsSettings | None = None,
 ) -> str:
     """The Markdown report of a grid: setup, statistics used, the summary table (from
     ``summarize``) with the reference's own rows marked (``thesis_rows``) and its figures
     (file names beside the report), further ``sections`` (Markdown lines), published
-    numbers, provenance (with a line per re-rendering, ``rerendered``)."""
+    numbers, provenance (with a line per re-rendering, ``rerendered``). ``budget``: the
+    line saying how long each run trained (``kdcore.names.budget_label``); ``stats``: how
+    the rows were judged."""
+    stats = stats or StatsSettings()
     students = trials.drop_duplicates(["student", "params"])
     student = ", ".join(
         f"{r.student} ({int(r.params):,} parameters)" for r in students.itertuples()
@@ -226,9 +232,15 @@ def render_report(
         "t-interval], the seeds it won, the 95% percentile interval of a paired bootstrap "
         "over the test patients (2,000 resamples), and the paired t-test p-value adjusted "
         f"with Holm's method over the {n_kd} KD rows of this table. The intervals are not "
-        "corrected for multiple comparisons. verdict: gain or loss only when both intervals "
-        "exclude zero on the same side; otherwise within noise.",
+        "corrected for multiple comparisons. MDE: the smallest true difference a paired "
+        f"t-test detects with {stats.power:.0%} power from the row's own paired spread, at "
+        f"alpha {stats.alpha:g} (in brackets: at alpha / {n_kd}, Holm's strictest step). "
+        "verdict: budget-limited when fewer than "
+        f"{stats.converged_share:.0%} of either arm's runs converged; else gain or loss "
+        f"when the Holm-adjusted p is below {stats.alpha:g}; else within noise.",
         f"- {protocol}",
+        *([f"- {budget}"] if budget else []),
+        *power_lines(summary, trials, stats),
     ]
     published = thesis_rows(summary, trials, axes, reference)
     if any(published):
@@ -285,11 +297,12 @@ def time_line(
         "models and test": (trials["wall_s"] - trials["data_s"] - trials["fit_s"]).mean(),
     }
     shown = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
-    share = grid_s * slots / len(trials)
+    trained = int((~trials["reused"].astype(bool)).sum()) if "reused" in trials else len(trials)
+    share = f": {grid_s * slots / trained:.1f} s of a slot per trial" if trained else ""
     return (
         f"- Time per trial (mean seconds): {shown}; as Ray Tune measured it "
-        f"{trials['trial_s'].mean():.1f}. The grid took {grid_s:.0f} s for {len(trials)} "
-        f"trials, {slots} at a time: {share:.1f} s of a slot per trial."
+        f"{trials['trial_s'].mean():.1f}. The grid took {grid_s:.0f} s for the {trained} "
+        f"trials it trained, {slots} at a time{share}."
     )
 
 
@@ -305,3 +318,48 @@ def _reference_lines(reference: dict[str, Any] | None) -> list[str]:
         pd.DataFrame(reference["rows"]).to_markdown(index=False),
         "",
     ]
+
+
+def power_lines(summary: pd.DataFrame, trials: pd.DataFrame, stats: StatsSettings) -> list[str]:
+    """What the table can see, how its runs ended, and where they came from: the median
+    paired SD of its KD rows with the minimum detectable effect it gives at the table's
+    seeds (before and after Holm) and the seeds a 1-point effect needs; converged, early
+    stopped and collapsed runs; runs reused from the trial store; the machines."""
+    lines = []
+    kd = summary[summary["variant"] != BASELINE] if "sd" in summary else summary.iloc[:0]
+    sds = kd["sd"].dropna()
+    if len(sds):
+        sd, n, m = float(sds.median()), int(kd["seeds"].median()), len(kd)
+        strict = stats.alpha / m
+        need = seeds_needed(sd, 1.0, strict, stats.power)
+        mde = minimum_detectable_effect(sd, n, stats.alpha, stats.power)
+        mde_holm = minimum_detectable_effect(sd, n, strict, stats.power)
+        lines.append(
+            f"- Power: the per-seed paired differences have an SD of {sd:.2f} Dice points "
+            f"(median over the {m} KD rows). With {n} seeds the minimum detectable effect "
+            f"at {stats.power:.0%} power is {mde:.2f} points (alpha {stats.alpha:g}), "
+            f"{mde_holm:.2f} "
+            f"after Holm over {m} rows; a 1-point effect would need "
+            f"{need if need else 'more than 100,000'} seeds after Holm."
+        )
+    if "converged" in trials:
+        n = len(trials)
+        done = int(trials["converged"].astype(bool).sum())
+        early = int(trials["stopped_early"].astype(bool).sum())
+        collapsed = int(summary["collapsed"].fillna(0).sum()) if "collapsed" in summary else 0
+        lines.append(
+            f"- Runs: {done} of {n} converged, {early} stopped early, {collapsed} collapsed "
+            f"(test Dice below {stats.collapse:g} x their cell's baseline mean; counted, "
+            "not removed from the intervals). Learning curves: `learning_curves.png`."
+        )
+    if "reused" in trials:
+        reused = int(trials["reused"].astype(bool).sum())
+        lines.append(
+            f"- Trials: {len(trials) - reused} trained for this table, {reused} reused from "
+            "the trial store (trained earlier, by this or another table's grid, with "
+            "identical settings; `trials.csv` says which and when)."
+        )
+    if "machine" in trials:
+        machines = trials["machine"].dropna().unique()
+        lines.append(f"- Machine{'s' if len(machines) > 1 else ''}: " + "; ".join(machines))
+    return lines

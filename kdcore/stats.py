@@ -250,3 +250,38 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
         adjusted[order] = np.maximum.accumulate(scaled)
         out[known] = adjusted
     return out.reshape(p.shape)
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test at ``alpha`` detects
+    with probability ``power`` over ``n`` pairs whose differences have standard deviation
+    ``sd``: ``(t(1 - alpha/2, n-1) + t(power, n-1)) * sd / sqrt(n)`` (the usual
+    t-approximation of the noncentral t). NaN with fewer than 2 pairs or a NaN ``sd``."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    dof = n - 1
+    return float((sps.t.ppf(1 - alpha / 2, dof) + sps.t.ppf(power, dof)) * sd / math.sqrt(n))
+
+
+def seeds_needed(
+    sd: float, effect: float, alpha: float = 0.05, power: float = 0.8, most: int = 100_000
+) -> int | None:
+    """How many paired seeds make ``effect`` detectable (``minimum_detectable_effect`` <=
+    ``effect``); None when even ``most`` would not, or ``sd`` is NaN. 2 at the least."""
+    if not math.isfinite(sd) or effect <= 0:
+        return None
+    if sd == 0:
+        return 2
+    n = 2
+    while minimum_detectable_effect(sd, n, alpha, power) > effect:
+        n = n * 2 if n < 64 else n + max(1, n // 8)
+        if n > most:
+            return None
+    low = max(2, n // 2)  # the smallest n in (low, n] that suffices, by bisection
+    while low < n:
+        mid = (low + n) // 2
+        if minimum_detectable_effect(sd, mid, alpha, power) <= effect:
+            n = mid
+        else:
+            low = mid + 1
+    return n

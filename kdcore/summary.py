@@ -11,13 +11,21 @@ and numpy only (no torch).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kdcore.rows import BASELINE, METRIC_RANGE, METRICS
-from kdcore.stats import bootstrap_pooled_dice_difference, holm, mean_ci, paired_difference
+from kdcore.stats import (
+    bootstrap_pooled_dice_difference,
+    holm,
+    mean_ci,
+    minimum_detectable_effect,
+    paired_difference,
+    seeds_needed,
+)
 
 # A difference of two Dice scores, in points, lies in this range.
 DELTA_RANGE = (-100.0, 100.0)
@@ -39,19 +47,43 @@ def clip_interval(
     return clipped_low, clipped_high, bool(clipped_low != low or clipped_high != high)
 
 
-def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -> pd.DataFrame:
+@dataclass(frozen=True)
+class StatsSettings:
+    """How a table judges its rows (config ``stats``)."""
+
+    alpha: float = 0.05  # family-wise error rate of the verdicts (Holm over the KD rows)
+    power: float = 0.8  # of the minimum detectable effects
+    converged_share: float = 0.8  # an arm is converged when this share of its runs is
+    collapse: float = 0.5  # a run collapsed: test Dice below this x its cell's baseline mean
+
+
+def summarize(
+    trials: pd.DataFrame,
+    cases: pd.DataFrame,
+    axes: list[str] = (),
+    stats: StatsSettings | None = None,
+) -> pd.DataFrame:
     """One row per (axis values..., variant), grid order kept, with:
 
     - ``seeds``; each metric's mean and 95% t-interval over seeds, clipped to [0, 1]
-      (``<m>_mean``, ``<m>_low``, ``<m>_high``, ``<m>_clipped``); mean wall time;
+      (``<m>_mean``, ``<m>_low``, ``<m>_high``, ``<m>_clipped``); mean wall time; how
+      training ended: ``steps`` (mean steps run), ``converged`` and ``stopped_early``
+      (runs that did), ``collapsed`` (runs whose test Dice fell below ``stats.collapse``
+      times the cell's baseline mean; counted, not removed from the intervals);
     - for a KD row, against the baseline of the same cell and seeds: the paired per-seed
       Dice difference in points with its 95% interval, clipped to [-100, 100]
       (``delta``, ``delta_low``, ``delta_high``, ``delta_clipped``), its paired t-test
       p-value, Holm-adjusted over the table's KD rows (``p``, ``p_holm``), how many seeds
-      it won (``wins``); and the 95% interval of the pooled-Dice difference from a
-      bootstrap over test patients (``boot_low``, ``boot_high``, points); ``verdict``:
-      gain / loss when both intervals exclude zero on the same side, else "within noise".
+      it won (``wins``); the 95% interval of the pooled-Dice difference from a bootstrap
+      over test patients (``boot_low``, ``boot_high``, points); the SD of the paired
+      differences (``sd``) with the minimum detectable effect at ``stats.power``, before
+      and after Holm (``mde``, ``mde_holm``: at alpha / the number of KD rows) and the
+      seeds a 1-point effect would need after Holm (``seeds_1pt``); and ``verdict``:
+      "budget-limited" when either arm has fewer than ``stats.converged_share`` of its
+      runs converged, else gain / loss when the Holm-adjusted p is below ``stats.alpha``,
+      else "within noise".
     """
+    stats = stats or StatsSettings()
     keys = [*axes, "variant"]
     rows = []
     for key, group in trials.groupby(keys, sort=False):
@@ -64,13 +96,68 @@ def summarize(trials: pd.DataFrame, cases: pd.DataFrame, axes: list[str] = ()) -
                 {f"{m}_mean": ci.mean, f"{m}_low": low, f"{m}_high": high, f"{m}_clipped": clipped}
             )
         row["wall_s"] = group["wall_s"].mean()
+        row.update(_ending(trials, group, values, axes, stats))
         if values["variant"] != BASELINE:
             row.update(_against_baseline(trials, cases, values, axes, group))
         rows.append(row)
     summary = pd.DataFrame(rows)
     if "p" in summary:
+        kd = summary["variant"] != BASELINE
         summary["p_holm"] = holm(summary["p"].to_numpy())
+        strict = stats.alpha / max(1, int(kd.sum()))
+        summary["mde"] = [
+            minimum_detectable_effect(sd, n, stats.alpha, stats.power)
+            for sd, n in zip(summary["sd"], summary["seeds"], strict=True)
+        ]
+        summary["mde_holm"] = [
+            minimum_detectable_effect(sd, n, strict, stats.power)
+            for sd, n in zip(summary["sd"], summary["seeds"], strict=True)
+        ]
+        summary["seeds_1pt"] = [
+            seeds_needed(sd, 1.0, strict, stats.power) if ok else None
+            for sd, ok in zip(summary["sd"], kd, strict=True)
+        ]
+        summary["verdict"] = [
+            _verdict(r, summary, axes, stats) if k else None
+            for (_, r), k in zip(summary.iterrows(), kd, strict=True)
+        ]
     return summary
+
+
+def _ending(
+    trials: pd.DataFrame,
+    group: pd.DataFrame,
+    values: dict[str, Any],
+    axes: list[str],
+    stats: StatsSettings,
+) -> dict[str, Any]:
+    """How a row's runs ended: mean steps, and how many converged, stopped early and
+    collapsed (tables written before these were recorded have none of them)."""
+    out: dict[str, Any] = {}
+    if "converged" in group:
+        out["steps"] = group["steps"].mean()
+        out["converged"] = int(group["converged"].astype(bool).sum())
+        out["stopped_early"] = int(group["stopped_early"].astype(bool).sum())
+    cell = in_cell(trials, values, axes)
+    base = cell.loc[cell["variant"] == BASELINE, "dice"]
+    if len(base):
+        out["collapsed"] = int((group["dice"] < stats.collapse * base.mean()).sum())
+    return out
+
+
+def _verdict(row: pd.Series, summary: pd.DataFrame, axes: list[str], stats: StatsSettings) -> str:
+    """budget-limited, gain, loss or within noise (see ``summarize``)."""
+    if pd.isna(row.get("delta")):
+        return "within noise"
+    if "converged" in summary:
+        cell = in_cell(summary, row, axes)
+        base = cell[cell["variant"] == BASELINE].iloc[0]
+        for arm in (row, base):
+            if arm["converged"] < stats.converged_share * arm["seeds"]:
+                return "budget-limited"
+    if row["p_holm"] < stats.alpha:
+        return "gain" if row["delta"] > 0 else "loss"
+    return "within noise"
 
 
 def in_cell(frame: pd.DataFrame, values: Any, axes: Sequence[str]) -> pd.DataFrame:
@@ -119,9 +206,11 @@ def _against_baseline(
         "boot_low": 100 * boot.low,
         "boot_high": 100 * boot.high,
     }
-    above = out["delta_low"] > 0 and out["boot_low"] > 0
-    below = out["delta_high"] < 0 and out["boot_high"] < 0
-    out["verdict"] = "gain" if above else "loss" if below else "within noise"
+    out["sd"] = (
+        100 * float(np.std(kd["dice"].to_numpy() - base.loc[seeds, "dice"].to_numpy(), ddof=1))
+        if len(seeds) > 1
+        else float("nan")
+    )
     return out
 
 
@@ -143,8 +232,10 @@ def summary_markdown(
     summary: pd.DataFrame, axes: list[str] = (), published: Sequence[str] | None = None
 ) -> str:
     """The summary as a Markdown table: metrics as mean [95% CI]; for KD rows the Dice
-    difference from the baseline (points) with both intervals, seeds won, Holm p; an
-    interval clipped to the metric's range ends in † and a note under the table says so.
+    difference from the baseline (points) with both intervals, seeds won, Holm p, the
+    minimum detectable effect (and after Holm) and the verdict; each row's converged runs
+    and, when any collapsed, its collapsed runs; an interval clipped to the metric's range
+    ends in † and a note under the table says so.
 
     ``published``: per summary row, the published row it reproduces (e.g. 'KD(T1,S1):
     0.772') or '': such rows get their variant in bold and a column beside the Dice.
@@ -175,7 +266,14 @@ def summary_markdown(
                 f"[{r['boot_low']:+.2f}, {r['boot_high']:+.2f}]" if kd else "—"
             )
             row["p (Holm)"] = f"{r['p_holm']:.3f}" if kd and not pd.isna(r["p_holm"]) else "—"
+            row["MDE pts (Holm)"] = (
+                f"{r['mde']:.2f} ({r['mde_holm']:.2f})" if kd and not pd.isna(r["mde"]) else "—"
+            )
             row["verdict"] = r["verdict"] if kd else "—"
+        if "converged" in summary:
+            row["converged"] = f"{int(r['converged'])}/{int(r['seeds'])}"
+        if "collapsed" in summary and summary["collapsed"].fillna(0).any():
+            row["collapsed"] = int(r["collapsed"]) if not pd.isna(r.get("collapsed")) else "—"
         row["wall_s"] = f"{r['wall_s']:.0f}"
         rows.append(row)
     table = pd.DataFrame(rows).to_markdown(index=False)

@@ -82,6 +82,17 @@ def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
     )
 
 
+def ending(
+    cfg: DictConfig, history: list[dict], best_step: int, stopped_early: bool
+) -> dict[str, Any]:
+    """How a run ended under ``budget.convergence``: ``steps`` run, the end's
+    ``val_slope`` (Dice points per 1,000 steps) and ``converged`` (``kdcore.convergence``).
+    Recomputed from the history when a stored trial is reused under other settings."""
+    c = cfg.budget.convergence
+    ended = convergence(history, best_step, stopped_early, c.window, c.tolerance)
+    return {"steps": ended.steps, "val_slope": ended.slope, "converged": ended.converged}
+
+
 def test_loss_selection(
     cfg: DictConfig, seg_loss: torch.nn.Module, data, test_idx
 ) -> Callable[[torch.nn.Module], float] | None:
@@ -177,16 +188,12 @@ def run_trial(
         select=test_loss_selection(cfg, objective.seg, data, splits.test),
         backend=DataParallel(*ranks) if ranks is not None else None,
     )
-    c = cfg.budget.convergence
-    ended = convergence(state.history, state.best_step, state.stopped_early, c.window, c.tolerance)
     run = {
         "val_dice": state.best_val,
         "best_epoch": state.best_epoch,
         "best_step": state.best_step,
-        "steps": ended.steps,
         "stopped_early": state.stopped_early,
-        "val_slope": ended.slope,
-        "converged": ended.converged,
+        **ending(cfg, state.history, state.best_step, state.stopped_early),
     }
     if not evaluate_test:
         return {**run, "history": state.history}

@@ -40,6 +40,7 @@ GRID_KEYS = (
     "tune",
     "tuning",
     "budget.convergence",
+    "stats",
     "protocol.name",
 )
 # Operational settings that still change a trial's data (another folder, other scans).
@@ -65,7 +66,10 @@ def trial_settings(cfg: DictConfig, variant: str, seed: int) -> dict[str, Any]:
     if terms:
         settings["teacher"] = teacher_settings(cfg)
         weights = cfg.kd.weights
-        settings["kd"]["weights"] = {"seg": weights.seg, **{t: term_weight(weights, t) for t in terms}}
+        settings["kd"]["weights"] = {
+            "seg": weights.seg,
+            **{t: term_weight(weights, t) for t in terms},
+        }
         settings.get("protocol", {}).pop("baseline_fit", None)
     else:  # a baseline uses neither the teacher nor the KD settings
         settings.pop("teacher", None)

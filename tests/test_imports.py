@@ -4,8 +4,8 @@ one. Layers, top to bottom (README, *Layout*):
 
 - stages, each importing only those after it: job -> grid -> tuning -> trial -> teacher;
 - services: the gate, the Ray runtime, the DeepSpeed backend, the teacher-output cache,
-  the metric stream, names, tables and figures;
-- kinds: models, losses, data, training, metrics, statistics;
+  the trial store, the metric stream, names, tables and figures;
+- kinds: models, losses, data, training, metrics, statistics, convergence;
 - basics: config helpers, axes, io, errors, progress, the trial schema.
 """
 
@@ -22,6 +22,7 @@ SERVICES = [
     "runtime",
     "zero",
     "teacher_cache",
+    "trial_store",
     "tracking",
     "names",
     "report",
@@ -30,7 +31,17 @@ SERVICES = [
     "provenance",
     "plots",
 ]
-KINDS = ["models", "losses", "data", "training", "metrics", "stats", "augment", "protocols"]
+KINDS = [
+    "models",
+    "losses",
+    "data",
+    "training",
+    "metrics",
+    "stats",
+    "convergence",
+    "augment",
+    "protocols",
+]
 BASICS = ["settings", "axes", "io", "errors", "progress", "rows"]
 
 

@@ -104,6 +104,15 @@ def _full_trials() -> pd.DataFrame:
         checkpoint_s=0.2,
         trial_s=10.5,
         node="0a1b2c3d",
+        best_step=16,
+        steps=32,
+        stopped_early=False,
+        val_slope=0.1,
+        converged=True,
+        machine="CPU (AVX2), 2 cores",
+        trained="2026-12-02 10:00:00 UTC",
+        commit="abc",
+        reused=False,
     )
 
 
@@ -176,7 +185,10 @@ def test_time_line_splits_a_trial_into_its_parts():
     # steps 5 of fit 8 -> validation 3; wall 10 - data 0.5 - fit 8 -> models and test 1.5
     assert "data 0.5, training steps 5.0, validation 3.0, checkpoints 0.2" in line
     assert "models and test 1.5" in line and "as Ray Tune measured it 10.5" in line
-    assert "60 s for 6 trials, 2 at a time: 20.0 s of a slot per trial" in line
+    assert "60 s for the 6 trials it trained, 2 at a time: 20.0 s of a slot per trial" in line
+    trials.loc[:1, "reused"] = True  # reused trials took no slot of this grid
+    line = time_line(trials, histories, grid_s=60.0, slots=2)
+    assert "60 s for the 4 trials it trained, 2 at a time: 30.0 s of a slot per trial" in line
 
 
 def test_metric_intervals_are_clipped_to_zero_one_and_marked():

@@ -14,11 +14,13 @@ from kdcore.stats import (
     bootstrap_pooled_dice_difference,
     holm,
     mean_ci,
+    minimum_detectable_effect,
     paired_difference,
     pooled_dice,
+    seeds_needed,
     t_quantile,
 )
-from kdcore.summary import summarize
+from kdcore.summary import StatsSettings, summarize, summary_markdown
 
 # Tabled two-sided 95 % Student-t quantiles t_{0.975, dof}.
 T975 = {2: 4.302653, 3: 3.182446}
@@ -361,16 +363,51 @@ def _side(low: float, high: float) -> str:
         ("above", "above", "gain"),
         ("below", "below", "loss"),
         ("zero", "zero", "within noise"),
-        ("above", "zero", "within noise"),  # only the seed interval excludes 0
-        ("zero", "above", "within noise"),  # only the bootstrap over patients does
-        ("below", "zero", "within noise"),
+        ("above", "zero", "gain"),  # the verdict is the (Holm-adjusted) paired t-test's
+        ("zero", "above", "within noise"),  # the bootstrap over patients stays a column
+        ("below", "zero", "loss"),
         ("zero", "below", "within noise"),
-        ("above", "below", "within noise"),  # both do, on opposite sides
     ],
 )
-def test_verdict_needs_both_intervals_on_the_same_side_of_zero(seeds, patients, verdict):
+def test_the_verdict_is_the_holm_adjusted_paired_test(seeds, patients, verdict):
     trials, cases = _trials_and_cases(SEEDS[seeds], PATIENTS[patients])
     row = summarize(trials, cases).set_index("variant").loc["kd"]
     assert _side(row["delta_low"], row["delta_high"]) == seeds
     assert _side(row["boot_low"], row["boot_high"]) == patients
+    assert row["p_holm"] == row["p"]  # one KD row: nothing to adjust
     assert row["verdict"] == verdict
+
+
+def test_no_gain_or_loss_is_given_where_an_arm_has_not_converged():
+    trials, cases = _trials_and_cases(SEEDS["above"], PATIENTS["above"])
+    trials = trials.assign(steps=100, stopped_early=False, converged=True)
+    assert summarize(trials, cases).set_index("variant").loc["kd", "verdict"] == "gain"
+    # 1 of the baseline's 3 runs unconverged: 2/3 < the 80% an arm needs
+    trials.loc[(trials["variant"] == "baseline") & (trials["seed"] == 0), "converged"] = False
+    row = summarize(trials, cases).set_index("variant").loc["kd"]
+    assert row["verdict"] == "budget-limited"
+    assert summary_markdown(summarize(trials, cases)).count("budget-limited") == 1
+    lenient = summarize(trials, cases, stats=StatsSettings(converged_share=0.5))
+    assert lenient.set_index("variant").loc["kd", "verdict"] == "gain"
+
+
+def test_collapsed_runs_are_counted_against_the_cells_baseline_mean():
+    trials, cases = _trials_and_cases(SEEDS["zero"], PATIENTS["zero"])
+    base = trials.loc[trials["variant"] == "baseline", "dice"].mean()
+    trials.loc[(trials["variant"] == "kd") & (trials["seed"] == 1), "dice"] = 0.49 * base
+    s = summarize(trials, cases).set_index("variant")
+    assert s.loc["kd", "collapsed"] == 1 and s.loc["baseline", "collapsed"] == 0
+    assert "collapsed" in summary_markdown(summarize(trials, cases))
+
+
+def test_minimum_detectable_effect_matches_the_t_approximation():
+    # sd 1.5 points, 5 seeds: (t(0.975, 4) + t(0.8, 4)) * 1.5 / sqrt(5)
+    expected = (2.776445 + 0.940965) * 1.5 / np.sqrt(5)
+    assert minimum_detectable_effect(1.5, 5) == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(minimum_detectable_effect(1.5, 1))
+    n = seeds_needed(1.5, 1.0)
+    assert minimum_detectable_effect(1.5, n) <= 1.0 < minimum_detectable_effect(1.5, n - 1)
+    assert seeds_needed(1.5, 1.0, alpha=0.05 / 8) > n and seeds_needed(0.0, 1.0) == 2
+    trials, cases = _trials_and_cases(SEEDS["above"], PATIENTS["above"])
+    row = summarize(trials, cases).set_index("variant").loc["kd"]
+    assert row["mde"] == pytest.approx(minimum_detectable_effect(row["sd"], 3))
