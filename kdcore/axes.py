@@ -57,3 +57,17 @@ def varied_keys(cfg: DictConfig) -> set[str]:
         for value in values
         for key in axis_settings(axis, value)
     }
+
+
+def runs_in(cfg: DictConfig, label: str, cell: dict[str, Any]) -> bool:
+    """Whether the variant labelled ``label`` runs in ``cell``: everywhere, unless
+    ``only_in`` names it with the axis values ({axis: value or [values]}) of the cells
+    it runs in (e.g. the thesis's KD(T1,S2) only with teacher T1 and student width 32)."""
+    where = (as_dict(cfg.only_in) if cfg.only_in else {}).get(label)
+    if not where:
+        return True
+    labels = cell_labels(cell)
+    return all(
+        labels.get(axis) in (wanted if isinstance(wanted, list) else [wanted])
+        for axis, wanted in where.items()
+    )

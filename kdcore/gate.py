@@ -41,7 +41,7 @@ from kdcore.models import TEACHERS
 from kdcore.models.teachers import teacher_arch
 from kdcore.protocols import PROTOCOLS, SELECTIONS
 from kdcore.rows import history_name
-from kdcore.settings import PATH_KEYS, leaves
+from kdcore.settings import PATH_KEYS, as_dict, leaves
 from kdcore.tracking import SETTINGS as TRACKING_SETTINGS
 from kdcore.training import OPTIMIZERS, SCHEDULES
 
@@ -192,6 +192,13 @@ RULES: dict[str, Rule] = {
             or (isinstance(v, dict) and all(isinstance(x, list) and x for x in leaves(v).values()))
         ),
     ),
+    "only_in": Rule(
+        "null, or a mapping of variant labels to {axis: value or [values]}",
+        lambda v: (
+            v is None
+            or (isinstance(v, dict) and all(isinstance(w, dict) and w for w in v.values()))
+        ),
+    ),
     "reference_table": Rule(
         "null, or {source: text, rows: [mappings of column: value]}",
         lambda v: (
@@ -251,6 +258,7 @@ RULES: dict[str, Rule] = {
     "stats.power": number(0, 1, low_open=True, high_open=True),
     "stats.converged_share": PROBABILITY,
     "stats.collapse": PROBABILITY,
+    "thesis_steps": integer(1),
     "budget.steps": optional(integer(1)),
     "budget.epochs": optional(integer(1)),
     "budget.eval_every": optional(integer(1)),
@@ -290,6 +298,7 @@ def check_config(cfg: DictConfig, outside: bool = True) -> None:
         _check_device(cfg)
     _check_paths(cfg)
     _check_axes(cfg)
+    _check_only_in(cfg)
     for cell in axis_cells(cfg):  # every cell of the grid is a config of its own
         cell_cfg = cell_config(cfg, cell)
         _check_values(cell_cfg)
@@ -337,6 +346,31 @@ def _check_axes(cfg: DictConfig) -> None:
                 if key in known and rule is not None and not rule.ok(setting):
                     raise ConfigError(
                         f"axes: every value of {key} must be {rule.what}, got {setting!r}"
+                    )
+
+
+def _check_only_in(cfg: DictConfig) -> None:
+    """Every variant ``only_in`` names is one of the grid's, and runs in some cell."""
+    if not cfg.only_in:
+        return
+    labels = [parse_variant(v).label for v in cfg.variants]
+    axes = grid_axes(cfg)
+    for label, where in as_dict(cfg.only_in).items():
+        if label not in labels:
+            raise ConfigError(
+                f"only_in names {label!r}, which is not a variant of this grid: {', '.join(labels)}"
+            )
+        for axis, wanted in where.items():
+            if axis not in axes:
+                raise ConfigError(
+                    f"only_in: {label!r} names the axis {axis!r}, which this grid does not "
+                    f"have ({', '.join(axes) or 'no axes'})"
+                )
+            values = [v["label"] if isinstance(v, dict) else v for v in axes[axis]]
+            for value in wanted if isinstance(wanted, list) else [wanted]:
+                if value not in values:
+                    raise ConfigError(
+                        f"only_in: {label!r} wants {axis}={value!r}, not one of its values {values}"
                     )
 
 

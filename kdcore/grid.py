@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 
-from kdcore.axes import axis_cells, cell_config, cell_labels  # noqa: E402
+from kdcore.axes import axis_cells, cell_config, cell_labels, runs_in  # noqa: E402
 from kdcore.data.sources import data_source  # noqa: E402
 from kdcore.errors import GridError, NonFiniteLossError  # noqa: E402
 from kdcore.losses import parse_variant  # noqa: E402
@@ -360,6 +360,8 @@ def grid_trials(cfg: DictConfig, tuned: dict | None = None) -> list[dict[str, An
     trials = []
     for cell in axis_cells(cfg):
         for variant in cfg.variants:
+            if not runs_in(cfg, parse_variant(variant).label, cell):
+                continue
             settings = (tuned or {}).get(cell_key(cell, variant), {}).get("settings")
             trial_cfg = with_settings(cell_config(cfg, cell), settings or {})
             for seed in cfg.seeds:

@@ -243,9 +243,10 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
     with run_lock(run_cfg.work_dir), tracker.run(name, {"command": command, **as_dict(cfg)}) as job:
         teachers, teacher_metas = prepare_teachers(run_cfg, job.line, job)
         cells = axis_cells(cfg)
+        where = " (some only in some cells: only_in)" if cfg.only_in else ""
         job.line(
-            f"grid: {len(cells)} cells x {len(cfg.variants)} variants x {len(cfg.seeds)} "
-            "seeds with Ray Tune"
+            f"grid: {len(cells)} cells x {len(cfg.variants)} variants{where} x "
+            f"{len(cfg.seeds)} seeds with Ray Tune"
         )
         tuned = run_tuning(run_cfg, teachers or None, job.line, job.id) if cfg.tune else None
         grid_start = time.perf_counter()

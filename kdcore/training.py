@@ -139,6 +139,8 @@ class FitState:
     best_epoch: float = -1.0  # passes over the training slices at the chosen checkpoint
     best_score: float = -math.inf  # what the checkpoint is chosen by (see ``fit``)
     best_model: dict[str, Tensor] | None = None
+    peak_val: float = -1.0  # the best validation Dice so far, and its step: what early
+    peak_step: int = -1  # stopping watches (also when the checkpoint is chosen otherwise)
     stopped_early: bool = False  # early stopping ended the run before its budget
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -263,7 +265,8 @@ def fit(
     The run takes ``total_steps(settings)`` optimiser steps over shuffled passes of
     ``train_idx`` and validates every ``settings.eval_every`` steps (once per pass by
     default) and at the last step. With ``settings.patience`` it stops early once
-    validation Dice has not improved for that many steps (and ``min_steps`` are done);
+    validation Dice (whatever chooses the checkpoint) has not improved for that many steps
+    (and ``min_steps`` are done);
     ``FitState.stopped_early`` says so. The checkpoint is chosen by pooled Dice on
     ``val_idx`` (never on test) and loaded back into ``model`` at the end;
     ``select(model) -> score`` (higher is better) replaces that choice, only to reproduce
@@ -340,9 +343,11 @@ def fit(
             state.best_score, state.best_val = score, val["dice"]
             state.best_step, state.best_epoch = state.step, epochs_done
             state.best_model = backend.snapshot(model)
+        if val["dice"] > state.peak_val:
+            state.peak_val, state.peak_step = val["dice"], state.step
         patience = settings.patience
         if patience is not None and state.step < budget:
-            waited = state.step - state.best_step
+            waited = state.step - state.peak_step
             state.stopped_early = state.step >= settings.min_steps and waited >= patience
         state.history.append(
             {

@@ -36,10 +36,12 @@ GRID_KEYS = (
     "variants",
     "seeds",
     "axes",
+    "only_in",
     "reference_table",
     "tune",
     "tuning",
     "budget.convergence",
+    "thesis_steps",  # (what it changes is in budget.steps)
     "stats",
     "protocol.name",
 )

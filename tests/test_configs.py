@@ -197,6 +197,11 @@ def test_decomposition_fixes_one_departure_per_step():
     cfg = make("ablation=decomposition")
     check_config(cfg, outside=False)
     steps = [cell_config(cfg, c) for c in axis_cells(cfg)]
+    # step 2b is a branch: step 2 with the baseline's optimiser for both arms
+    branch = steps.pop(3)
+    assert branch.split == "patient" and branch.protocol.baseline_fit is None
+    assert (branch.student.fit.optimizer, branch.student.fit.lr) == ("adamw", 1.5e-4)
+    assert steps[2].student.fit.optimizer == "rmsprop"
     switches = [
         (c.split, c.protocol.baseline_fit is None, c.protocol.select, c.kd.heads, c.kd.pmd_mode)
         for c in steps

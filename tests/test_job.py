@@ -69,11 +69,14 @@ def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
 def test_decomposition_runs_each_step_and_labels_the_protocol(tmp_path, local_ray):
     paths = kdcore.run_job(make(tmp_path, "ablation=decomposition", "seeds=[0,1]"), "d", print)
     trials = pd.read_csv(paths[1])
-    assert trials["step"].nunique() == 6 and len(trials) == 6 * 2 * 2
+    assert trials["step"].nunique() == 7 and len(trials) == 7 * 2 * 2
+    # baselines that differ only in KD settings (steps 3 to 5) are one trial, reused
+    assert trials["reused"].sum() == 0 and len(set(trials["trained"])) < len(trials)
     table = paths[0].read_text()
     assert "Protocol: THESIS, which departs from the fair protocol" in table
     assert "The grid's axes change kd.heads, kd.pmd_mode, protocol.baseline_fit" in table
-    assert "| 5 + prediction-map KL" in table
+    assert "| 5 + prediction-map KL" in table and "| 2b one optimiser, the baseline's" in table
+    assert "- Budget: 16 optimiser steps per run" in table
     assert "-split-axis-thesis-" in paths[0].parent.name
 
 
@@ -137,10 +140,10 @@ def test_every_number_of_a_job_reaches_mlflow_and_tensorboard(tmp_path, local_ra
         "trial  baseline seed 0",
         "trial  pmd seed 0",
     ]
-    epochs = cfg.student.fit.epochs
+    steps = cfg.budget.steps  # smoke: 2 steps per pass, validated after each
     trial = by_name["trial  pmd seed 0"]
     history = client.get_metric_history(trial.info.run_id, "loss_pmd")
-    assert [m.step for m in history] == list(range(1, epochs + 1))
+    assert [m.step for m in history] == list(range(2, steps + 1, 2))
     assert trial.data.params["variant"] == "pmd"
     trials = pd.read_csv(paths[1])
     final = client.get_metric_history(trial.info.run_id, "final_dice")[0].value
@@ -153,7 +156,7 @@ def test_every_number_of_a_job_reaches_mlflow_and_tensorboard(tmp_path, local_ra
     # TensorBoard: the trial's event files in its own folder, one value per epoch
     events = list((tmp_path / "work" / "ray").rglob("metrics"))
     scalars = [tensorboard_scalars(folder) for folder in events]
-    assert any(len(s.get("val_dice", [])) == epochs for s in scalars), scalars
+    assert any(len(s.get("val_dice", [])) == steps // 2 for s in scalars), scalars
 
 
 def test_the_examples_of_a_grid_with_a_teacher_axis_show_every_variant(tmp_path, local_ray):
@@ -165,3 +168,32 @@ def test_the_examples_of_a_grid_with_a_teacher_axis_show_every_variant(tmp_path,
     assert list(examples["predictions"]) == ["teacher", "baseline", "pmd"]
     assert examples["cell"] == {"teacher": "T1"}
     assert list(pd.read_csv(paths[1])["teacher"]) == ["T1", "T1", "T2", "T2"]
+
+
+def test_a_grid_trains_only_the_trials_no_earlier_grid_finished(tmp_path, local_ray):
+    lines = []
+    first = kdcore.run_job(make(tmp_path), "first", lines.append)
+    assert "grid: 2 trials: 0 reused from the trial store" in "\n".join(lines)
+    # more seeds, and the KD row under another label: only seed 1 is new
+    lines.clear()
+    second = kdcore.run_job(
+        make(tmp_path, "seeds=[0,1]", "variants=[baseline,'kd:pmd']"), "second", lines.append
+    )
+    assert "grid: 4 trials: 2 reused from the trial store" in "\n".join(lines)
+    a, b = pd.read_csv(first[1]), pd.read_csv(second[1])
+    assert list(b["variant"]) == ["baseline", "baseline", "kd", "kd"]
+    assert list(b["reused"]) == [True, False, True, False]
+    reused = b[b["reused"]].set_index("seed")
+    for column in ("dice", "val_dice", "best_step", "trained", "machine"):
+        assert list(reused[column]) == list(a[column])
+    table = second[0].read_text()
+    assert "- Trials: 2 trained for this table, 2 reused from the trial store" in table
+    assert "- Machine: " in table and "learning_curves.png" in table
+    # a setting a trial depends on makes new trials (not the convergence rule: that is
+    # judged again on the stored history)
+    lines.clear()
+    kdcore.run_job(make(tmp_path, "budget.convergence.tolerance=50"), "third", lines.append)
+    assert "grid: 2 trials: 2 reused" in "\n".join(lines)
+    lines.clear()
+    kdcore.run_job(make(tmp_path, "student.fit.lr=0.001"), "fourth", lines.append)
+    assert "grid: 2 trials: 0 reused" in "\n".join(lines)

@@ -225,8 +225,9 @@ def _constant_fit(data, settings: FitSettings, scores: list[float]):
         out = model(x)["logits"].mean() * 0
         return out, {"seg": out.detach()}
 
-    return fit(model, loss_fn, data, np.arange(12), np.arange(12, 16), settings, 0,
-               backend=Scripted())
+    return fit(
+        model, loss_fn, data, np.arange(12), np.arange(12, 16), settings, 0, backend=Scripted()
+    )
 
 
 def test_a_step_budget_validates_every_eval_every_steps_and_at_the_end(tiny_msd, tmp_path):
