@@ -38,7 +38,7 @@ from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
 from kdcore.tracking import Tracker, legal_name  # noqa: E402
 from kdcore.trial import ending, run_trial, run_trial_on_workers  # noqa: E402
 from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
-from kdcore.tuning import cell_key, choose, knob_settings, search_space  # noqa: E402
+from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings  # noqa: E402
 
 
 class ProgressLog(tune.Callback):
@@ -308,33 +308,40 @@ def run_tuning(
     log: Log = print,
     parent: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Equal tuning (``kdcore.tuning``): ``tuning.trials`` random-search trials for every
-    (cell, variant) on seed ``tuning.seed``, judged on validation Dice; returns the best
-    settings of each (``tuning.choose``). ``parent``: the id of the job's run, under which
-    each sample is a run of the metric stream."""
-    cells = axis_cells(cfg)
-    trials = cfg.tuning.trials
-    total = len(cells) * len(cfg.variants) * trials
-    log(f"tuning: {trials} trials for each of {len(cells) * len(cfg.variants)} variants")
-    space = {
-        "cell": tune.grid_search(cells),
-        "variant": tune.grid_search(list(cfg.variants)),
-        "seed": cfg.tuning.seed,
-        "knobs": search_space(cfg),
-    }
-    results = _fit(
-        cfg, _run_name(cfg, "-tuning"), space, total, trials, teachers, None, log, parent
-    )
+    """Equal tuning (``kdcore.tuning``): ``tuning.trials_per_knob`` random-search samples
+    per knob of every (cell, variant), each on every seed of ``tuning.seeds``, judged on
+    validation Dice; returns the best settings of each (``tuning.choose``). ``parent``:
+    the id of the job's run, under which each sample is a run of the metric stream."""
     samples = [
-        {
-            "cell": r.config["cell"],
-            "variant": r.config["variant"],
-            "val_dice": r.metrics["val_dice"],
-            "settings": json.loads(r.metrics["settings"]),
-        }
-        for r in results
+        {"cell": cell, "variant": variant, "sample": i, "knobs": knobs}
+        for cell in axis_cells(cfg)
+        for variant in cfg.variants
+        if runs_in(cfg, parse_variant(variant).label, cell)
+        for i, knobs in enumerate(draw_samples(cfg, cell, variant))
     ]
-    return choose(samples)
+    seeds = list(cfg.tuning.seeds)
+    counts = {
+        parse_variant(v).label: knob_count(v) * cfg.tuning.trials_per_knob for v in cfg.variants
+    }
+    log(
+        f"tuning: {len(samples)} samples x {len(seeds)} seeds; samples per variant: "
+        + ", ".join(f"{k} {n}" for k, n in counts.items())
+    )
+    space = {"trial": tune.grid_search(samples), "seed": tune.grid_search(seeds)}
+    total = len(samples) * len(seeds)
+    results = _fit(cfg, _run_name(cfg, "-tuning"), space, total, 1, teachers, None, log, parent)
+    return choose(
+        [
+            {
+                "cell": r.config["trial"]["cell"],
+                "variant": r.config["trial"]["variant"],
+                "sample": r.config["trial"]["sample"],
+                "val_dice": r.metrics["val_dice"],
+                "settings": json.loads(r.metrics["settings"]),
+            }
+            for r in results
+        ]
+    )
 
 
 def _spec(config: dict[str, Any]) -> dict[str, Any]:

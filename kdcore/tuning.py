@@ -3,15 +3,18 @@
 Niemann et al. (2023, "Towards Comparable Knowledge Distillation in Semantic Image
 Segmentation") found that most segmentation-KD gains vanish once the baseline gets the
 same hyperparameter tuning as each method. So before the grid, every variant of every
-cell gets the same number of random-search trials over its own knobs:
+cell gets the same number of random-search trials per knob of its own (a method with
+more knobs gets more trials, so that none is held back by a search too small for it):
 
 - the learning rate, for every variant (the baseline's own under the thesis protocol);
 - each KD term's weight, and each KD method's temperature, for the variants that use them.
 
 Knobs are factors on the configured values, drawn log-uniformly from ``tuning.*_factor``.
-Tuning trials train on the ``tuning.seed`` seed and are judged on validation Dice alone
-(no test metrics are computed); the best setting of each variant then runs every seed of
-the grid and is evaluated on test once.
+Each sample trains on every seed of ``tuning.seeds`` and is judged on its validation Dice
+averaged over them (no test metrics are computed), which tempers the winner's curse of
+one lucky seed; the best setting of each variant then runs every seed of the grid and is
+evaluated on test once. Tables show the chosen settings' validation Dice beside the
+grid's test Dice.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
-from ray import tune
 
 from kdcore.axes import cell_labels
 from kdcore.losses import METHODS, parse_term, parse_variant, term_weight
+from kdcore.settings import stable_hash
 
 
 def cell_key(cell: dict[str, Any], variant: str) -> str:
@@ -31,18 +35,31 @@ def cell_key(cell: dict[str, Any], variant: str) -> str:
     return json.dumps([cell_labels(cell), variant], sort_keys=True)
 
 
-def search_space(cfg: DictConfig) -> dict[str, Any]:
-    """Ray Tune's space of knob factors: one for the learning rate, one per KD term and
-    one per temperature key of any variant (each trial uses the ones its variant has)."""
-    terms = sorted({t for v in cfg.variants for t in parse_variant(v).terms})
+def knob_count(variant: str) -> int:
+    """A variant's knobs: the learning rate, each KD term's weight, each temperature."""
+    terms = parse_variant(variant).terms
+    return 1 + len(terms) + len(_temperature_keys(terms))
+
+
+def draw_samples(cfg: DictConfig, cell: dict[str, Any], variant: str) -> list[dict[str, Any]]:
+    """The random-search samples of one (cell, variant): ``tuning.trials_per_knob`` times
+    its knobs (``knob_count``), each a factor drawn log-uniformly per knob; the draws
+    depend only on ``tuning.seed``, the cell and the variant."""
     t = cfg.tuning
-    return {
-        "lr": tune.loguniform(*t.lr_factor),
-        "weights": {term: tune.loguniform(*t.weight_factor) for term in terms},
-        "temperatures": {
-            key: tune.loguniform(*t.temperature_factor) for key in _temperature_keys(terms)
-        },
-    }
+    terms = parse_variant(variant).terms
+    rng = np.random.default_rng([t.seed, int(stable_hash(cell_key(cell, variant)), 16)])
+
+    def factor(bounds) -> float:
+        return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+    return [
+        {
+            "lr": factor(t.lr_factor),
+            "weights": {term: factor(t.weight_factor) for term in terms},
+            "temperatures": {k: factor(t.temperature_factor) for k in _temperature_keys(terms)},
+        }
+        for _ in range(t.trials_per_knob * knob_count(variant))
+    ]
 
 
 def _temperature_keys(terms: list[str] | tuple[str, ...]) -> list[str]:
@@ -69,14 +86,22 @@ def knob_settings(cfg: DictConfig, variant: str, knobs: dict[str, Any]) -> dict[
 
 
 def choose(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The best tuning sample of each (cell, variant) by validation Dice (the first of
-    equals): {cell_key: {"settings", "val_dice", "trials"}}. A sample whose loss went
-    non-finite has validation Dice -1 and is chosen only if every sample failed."""
-    best: dict[str, dict[str, Any]] = {}
+    """The best tuning sample of each (cell, variant) by validation Dice averaged over the
+    tuning seeds (the first of equals): {cell_key: {"settings", "val_dice", "trials",
+    "seeds"}}. Each result is one sample (``sample``: its index) on one seed; a sample
+    whose loss went non-finite has validation Dice -1, so it is chosen only if every
+    sample failed."""
+    scores: dict[tuple[str, int], dict[str, Any]] = {}
     for r in results:
         key = cell_key(r["cell"], r["variant"])
-        entry = best.setdefault(key, {"settings": None, "val_dice": -2.0, "trials": 0})
-        entry["trials"] += 1
-        if r["val_dice"] > entry["val_dice"]:
-            entry.update(settings=r["settings"], val_dice=r["val_dice"])
+        entry = scores.setdefault((key, r.get("sample", len(scores))), {"dice": [], "r": r})
+        entry["dice"].append(r["val_dice"])
+    best: dict[str, dict[str, Any]] = {}
+    for (key, _), entry in scores.items():
+        mean = float(np.mean(entry["dice"]))
+        chosen = best.setdefault(key, {"settings": None, "val_dice": -2.0, "trials": 0})
+        chosen["trials"] += 1
+        chosen["seeds"] = len(entry["dice"])
+        if mean > chosen["val_dice"]:
+            chosen.update(settings=entry["r"]["settings"], val_dice=mean)
     return best

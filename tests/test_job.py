@@ -80,15 +80,18 @@ def test_decomposition_runs_each_step_and_labels_the_protocol(tmp_path, local_ra
     assert "-split-axis-thesis-" in paths[0].parent.name
 
 
-def test_equal_tuning_gives_every_variant_the_same_trials(tmp_path, local_ray):
-    cfg = make(tmp_path, "tune=true", "tuning.trials=2")
+def test_equal_tuning_gives_every_variant_trials_per_knob(tmp_path, local_ray):
+    cfg = make(tmp_path, "tune=true", "tuning.trials_per_knob=1", "tuning.seeds=[100,101]")
     paths = kdcore.run_job(cfg, "tuned", print)
     assert "-fair-tuned-" in paths[0].parent.name
     table = paths[0].read_text()
-    assert "## Equal tuning" in table and "got 2 random-search trials" in table
+    assert "## Equal tuning" in table and "got 1 random-search samples per knob" in table
     section = table[table.index("## Equal tuning") :]
-    assert "| baseline  |        2 |" in section and "| pmd       |        2 |" in section
+    # the baseline has 1 knob (lr), pmd 3 (lr, weight, temperature)
+    assert "| baseline  |       1 |        1 |" in section
+    assert "| pmd       |       3 |        3 |" in section
     assert "kd.weights.pmd=" in section and "kd.pmd_temperature=" in section
+    assert "tuning val - grid test (pts)" in section
 
 
 def test_a_relative_work_dir_is_shared_by_every_trial(tmp_path, local_ray, monkeypatch):

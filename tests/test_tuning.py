@@ -1,8 +1,9 @@
 """Equal tuning: each variant's knobs, and the choice of the best sample."""
 
+import pytest
 from hydra import compose, initialize_config_dir
 
-from kdcore.tuning import cell_key, choose, knob_settings, search_space
+from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings
 from tests.conftest import REPO
 
 
@@ -11,15 +12,20 @@ def make(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-def test_each_variant_tunes_its_own_knobs():
+def test_each_variant_tunes_its_own_knobs_with_trials_in_proportion():
     cfg = make("variants=[baseline,pmd,at:at@enc+at@dec,enc+bottleneck]")
-    space = search_space(cfg)
-    assert set(space["weights"]) == {"pmd", "at@enc", "at@dec", "enc", "bottleneck"}
-    assert set(space["temperatures"]) == {"pmd_temperature", "temperature"}
+    assert [knob_count(v) for v in cfg.variants] == [1, 3, 3, 4]  # lr, weights, temperatures
+    samples = draw_samples(cfg, {}, "enc+bottleneck")
+    assert len(samples) == 4 * cfg.tuning.trials_per_knob
+    assert set(samples[0]["weights"]) == {"enc", "bottleneck"}
+    assert set(samples[0]["temperatures"]) == {"temperature"}
+    assert all(0.25 <= s["lr"] <= 4.0 for s in samples)
+    assert draw_samples(cfg, {}, "enc+bottleneck") == samples  # the draws are fixed
+    assert draw_samples(cfg, {"data_fraction": 1.0}, "enc+bottleneck") != samples
     knobs = {
         "lr": 2.0,
-        "weights": dict.fromkeys(space["weights"], 0.5),
-        "temperatures": dict.fromkeys(space["temperatures"], 1.5),
+        "weights": {"pmd": 0.5, "at@enc": 0.5, "at@dec": 0.5},
+        "temperatures": {"pmd_temperature": 1.5},
     }
     lr = cfg.student.fit.lr
     assert knob_settings(cfg, "baseline", knobs) == {"student.fit.lr": 2 * lr}
@@ -38,14 +44,30 @@ def test_under_the_thesis_protocol_the_baseline_tunes_its_own_learning_rate():
     assert knob_settings(cfg, "baseline", knobs) == {"protocol.baseline_fit.lr": 6e-4}
 
 
-def test_the_best_validation_sample_of_each_variant_is_chosen():
+def test_the_best_sample_by_its_mean_over_the_tuning_seeds_is_chosen():
     cell = {"data_fraction": 0.5}
+
+    def result(variant, sample, dice, settings):
+        return {
+            "cell": cell,
+            "variant": variant,
+            "sample": sample,
+            "val_dice": dice,
+            "settings": settings,
+        }
+
     samples = [
-        {"cell": cell, "variant": "pmd", "val_dice": 0.7, "settings": {"a": 1}},
-        {"cell": cell, "variant": "pmd", "val_dice": 0.8, "settings": {"a": 2}},
-        {"cell": cell, "variant": "pmd", "val_dice": 0.8, "settings": {"a": 3}},  # a tie
-        {"cell": cell, "variant": "baseline", "val_dice": -1.0, "settings": {"a": 4}},
+        result("pmd", 0, 0.70, {"a": 1}),
+        result("pmd", 0, 0.74, {"a": 1}),  # mean 0.72
+        result("pmd", 1, 0.90, {"a": 2}),  # one lucky seed ...
+        result("pmd", 1, 0.50, {"a": 2}),  # ... mean 0.70
+        result("pmd", 2, 0.72, {"a": 3}),
+        result("pmd", 2, 0.72, {"a": 3}),  # a tie with sample 0: the first stays
+        result("baseline", 0, -1.0, {"a": 4}),
+        result("baseline", 0, -1.0, {"a": 4}),
     ]
     best = choose(samples)
-    assert best[cell_key(cell, "pmd")] == {"settings": {"a": 2}, "val_dice": 0.8, "trials": 3}
+    chosen = best[cell_key(cell, "pmd")]
+    assert chosen["settings"] == {"a": 1} and chosen["trials"] == 3 and chosen["seeds"] == 2
+    assert chosen["val_dice"] == pytest.approx(0.72)
     assert best[cell_key(cell, "baseline")]["settings"] == {"a": 4}  # all diverged
