@@ -9,7 +9,7 @@
 - throughput: slices per second of the cache fill at 1 and 2 workers, quick profile
   (its teacher and 64x64 data);
 - grid: the same grid (baseline and pmd x 4 seeds) with 1 and with 2 concurrent trials,
-  for smoke-sized trials (30 epochs, about 2 s each) and quick-profile trials; parallel
+  for smoke-sized trials (60 steps, about 2 s each) and quick-profile trials; parallel
   efficiency = time(1) / (2 x time(2)).
 
 Figures, not tests: nothing asserts a speed. Workers get one CPU (and one thread) each.
@@ -173,7 +173,7 @@ def main() -> None:
                 else torch.cuda.get_device_name(),
                 "fill": memory_and_throughput(work),
                 "grid": [
-                    grid_efficiency(work / "smoke", "profile=smoke", "student.fit.epochs=30"),
+                    grid_efficiency(work / "smoke", "profile=smoke", "budget.steps=60"),
                     grid_efficiency(work / "quick", "profile=quick"),
                 ],
             }

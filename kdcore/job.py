@@ -205,6 +205,7 @@ def write_results(
         "command": command,
         "commit": commit,
         "written": written,
+        "machines": sorted(trials["machine"].dropna().unique()) if "machine" in trials else [],
         "config": as_dict(cfg),
         "tuned": tuned,
     }

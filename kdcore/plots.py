@@ -871,9 +871,9 @@ def draw_learning_curves(
     cell's baseline in grey; a dot on each seed's best validation (its checkpoint, unless
     the protocol chooses by test loss)."""
     panels = learning_curve_panels(trials, histories, axes)
-    ncols = min(4, len(panels))
+    ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(WIDTH_IN if ncols > 1 else 6.0, 0.9 + 2.4 * nrows)
+    fig = _figure(WIDTH_IN if ncols > 1 else 6.0, 0.9 + 2.6 * nrows)
     grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     for (title, series), ax in zip(panels, grid, strict=False):
         for name, runs in series.items():
@@ -886,7 +886,7 @@ def draw_learning_curves(
             if same and all(np.array_equal(r[:, 0], runs[0][:, 0]) for r in runs):
                 mean = np.mean([r[:, 1] for r in runs], axis=0)
                 ax.plot(runs[0][:, 0], mean, color=color, lw=2.0, label=name)
-        ax.set_title("\n".join(textwrap.wrap(title, 28)), loc="left", fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(title, 30)), loc="left", fontsize=9)
         ax.tick_params(labelsize=8)
     for i, ax in enumerate(grid):
         ax.set_visible(i < len(panels))

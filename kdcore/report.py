@@ -326,8 +326,8 @@ def power_lines(summary: pd.DataFrame, trials: pd.DataFrame, stats: StatsSetting
     seeds (before and after Holm) and the seeds a 1-point effect needs; converged, early
     stopped and collapsed runs; runs reused from the trial store; the machines."""
     lines = []
-    kd = summary[summary["variant"] != BASELINE] if "sd" in summary else summary.iloc[:0]
-    sds = kd["sd"].dropna()
+    kd = summary[summary["variant"] != BASELINE]
+    sds = kd["sd"].dropna() if "sd" in kd else []
     if len(sds):
         sd, n, m = float(sds.median()), int(kd["seeds"].median()), len(kd)
         strict = stats.alpha / m

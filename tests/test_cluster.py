@@ -111,7 +111,7 @@ def test_job_submit_runs_the_smoke_grid_on_both_nodes(two_node_cluster, tmp_path
         "profile=smoke",
         "variants=[baseline,pmd]",
         "seeds=[0,1]",
-        "student.fit.epochs=30",  # long enough trials for both nodes to take some
+        "budget.steps=60",  # long enough trials for both nodes to take some
         f"ray.storage={shared / 'ray'}",
         f"work_dir={shared / 'work'}",
         f"results_dir={shared / 'results'}",

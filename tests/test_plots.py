@@ -12,16 +12,19 @@ from kdcore.plots import (
     describe,
     draw_examples,
     draw_fractions,
+    draw_learning_curves,
     draw_students,
     draw_variants,
     draw_waterfall,
     figures_for,
     plot_examples,
     plot_fractions,
+    plot_learning_curves,
     plot_students,
     plot_variants,
     plot_waterfall,
 )
+from kdcore.rows import history_name
 from kdcore.summary import summarize
 
 WIDTH_PARAMS = {8: 14_625, 16: 57_297, 32: 227_233}
@@ -305,3 +308,29 @@ def test_an_axis_of_plain_names_is_not_drawn_as_steps(tmp_path):
     summary = summarize(trials, cases, list(axes))
     paths = figures_for(summary, trials, axes, tmp_path)
     assert [p.name for p in paths] == ["dice_by_variant.png"]
+
+
+def test_learning_curves_have_a_panel_per_cell_and_kd_variant_with_every_seed(tmp_path):
+    trials, _ = grid({"data_fraction": [0.25, 1.0]})
+    histories = {
+        history_name(r, ["data_fraction"]): [
+            {"step": step, "val_dice": r["dice"] * step / 100} for step in (20, 60, 100)
+        ]
+        for r in trials.to_dict("records")
+    }
+    drawn = describe(draw_learning_curves(trials, histories, ["data_fraction"]))
+    titles = [p.title for p in drawn.panels]
+    assert titles == [
+        "25% of patients, mtms",
+        "25% of patients, at",
+        "100% of patients, mtms",
+        "100% of patients, at",
+    ]
+    panel = drawn.panel("100% of patients, at")
+    # the means over seeds are the labelled lines, at the validation steps
+    assert set(panel.series) == {"at", "baseline"}
+    assert list(panel.series["at"][:, 0]) == [20, 60, 100]
+    at = trials[(trials["variant"] == "at") & (trials["data_fraction"] == 1.0)]["dice"].mean()
+    assert panel.series["at"][-1, 1] == pytest.approx(at)
+    assert "KD variant" in drawn.legend and "baseline" in drawn.legend
+    assert_png(plot_learning_curves(trials, histories, tmp_path, ["data_fraction"]))
