@@ -79,7 +79,10 @@ def storage_root(cfg: DictConfig) -> str:
 
 
 def parallel_slots(cfg: DictConfig) -> int:
-    """How many trials the connected Ray cluster runs at once."""
+    """How many trials the connected Ray cluster runs at once (1 when Ray was not
+    started: every trial of the grid came from the trial store)."""
+    if not ray.is_initialized():
+        return 1
     have = ray.cluster_resources()
     workers = cfg.teacher.workers if sharded_trials(cfg) else 1  # a trial's workers
     slots = int(have.get("CPU", 0) // (cfg.ray.cpus_per_trial * workers))
