@@ -18,7 +18,7 @@ def test_the_key_ignores_labels_grid_and_place_but_not_what_a_trial_does():
     assert key == trial_key(base, "all", 0)  # the label is the table's, not the trial's
     for same in (
         "seeds=[0,7]",
-        "ablation=scales",
+        "ablation_name=other",
         "work_dir=/elsewhere",
         "ray.storage=/x",
         "stats.alpha=0.01",
