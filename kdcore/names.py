@@ -125,8 +125,8 @@ def budget_label(cfg: DictConfig) -> str:
     return (
         f"Budget: {size}; validation {every}; {stop}; a "
         f"{cfg.student.fit.schedule} learning-rate schedule over the budget. A run converged "
-        f"when it stopped early or its validation Dice rose by less than {c.tolerance:g} "
-        f"points over its last {c.window:.0%} of steps (least-squares slope).{rows}"
+        f"when it stopped early or the best validation Dice of its last {c.window:.0%} of "
+        f"steps beat the best before them by less than {c.tolerance:g} points.{rows}"
     )
 
 

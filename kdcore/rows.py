@@ -32,7 +32,8 @@ TRIAL_COLUMNS = (
     "best_step",  # the optimiser step of the chosen checkpoint
     "steps",  # optimiser steps run (the budget, or fewer after an early stop)
     "stopped_early",
-    "val_slope",  # validation Dice points per 1,000 steps over the last window
+    "val_slope",  # validation Dice points per 1,000 steps over the last 20% of steps
+    "late_gain",  # best validation Dice of the last half minus the best before (points)
     "converged",  # kdcore.convergence
     "objective",
     "wall_s",  # the trial's own time: data_s + models + fit_s + test

@@ -86,11 +86,17 @@ def ending(
     cfg: DictConfig, history: list[dict], best_step: int, stopped_early: bool
 ) -> dict[str, Any]:
     """How a run ended under ``budget.convergence``: ``steps`` run, the end's
-    ``val_slope`` (Dice points per 1,000 steps) and ``converged`` (``kdcore.convergence``).
+    ``val_slope`` (Dice points per 1,000 steps over the last 20%), ``late_gain`` (points)
+    and ``converged`` (``kdcore.convergence``).
     Recomputed from the history when a stored trial is reused under other settings."""
     c = cfg.budget.convergence
     ended = convergence(history, best_step, stopped_early, c.window, c.tolerance)
-    return {"steps": ended.steps, "val_slope": ended.slope, "converged": ended.converged}
+    return {
+        "steps": ended.steps,
+        "val_slope": ended.slope,
+        "late_gain": ended.late_gain,
+        "converged": ended.converged,
+    }
 
 
 def test_loss_selection(

@@ -108,6 +108,7 @@ def _full_trials() -> pd.DataFrame:
         steps=32,
         stopped_early=False,
         val_slope=0.1,
+        late_gain=0.2,
         converged=True,
         machine="CPU (AVX2), 2 cores",
         trained="2026-12-02 10:00:00 UTC",
