@@ -51,7 +51,8 @@ KD_COLOR = "C0"
 # Columns of a summary that are not axes (see kdcore.summary.summarize).
 SUMMARY_COLUMNS = frozenset(
     {"variant", "seeds", "wall_s", "delta", "delta_low", "delta_high", "delta_clipped"}
-    | {"wins", "p", "p_holm", "boot_low", "boot_high", "verdict"}
+    | {"wins", "p", "p_holm", "boot_low", "boot_high", "verdict", "sd", "mde", "mde_holm"}
+    | {"seeds_1pt", "steps", "converged", "stopped_early", "collapsed"}
     | {f"{m}_{s}" for m in METRICS for s in ("mean", "low", "high", "clipped")}
 )
 INTERVALS = "95% t-intervals, clipped to [0, 1]"
@@ -286,8 +287,8 @@ def draw_variants(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> F
         Patch(color=BASELINE_COLOR, alpha=0.15, label="baseline's 95% interval"),
         Line2D([], [], color=NOISE_COLOR, marker="o", lw=2.5, label="Δ paired by seed, 95% CI"),
         Line2D([], [], color=NOISE_COLOR, lw=1, marker="|", label="Δ patient bootstrap, 95%"),
-        Line2D([], [], color=GAIN_COLOR, marker="o", ls="", label="gain (both CIs > 0)"),
-        Line2D([], [], color=LOSS_COLOR, marker="o", ls="", label="loss (both CIs < 0)"),
+        Line2D([], [], color=GAIN_COLOR, marker="o", ls="", label="gain (Holm p < 0.05)"),
+        Line2D([], [], color=LOSS_COLOR, marker="o", ls="", label="loss (Holm p < 0.05)"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3)
     return fig
@@ -353,7 +354,7 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
                 markersize=6,
             )
         note = f"{int(r['wins'])}/{int(r['seeds'])} won" if not pd.isna(r.get("wins")) else ""
-        if verdict in ("gain", "loss"):
+        if verdict in ("gain", "loss", "budget-limited"):
             note = f"{verdict}, {note}"
         right.text(
             1.01,
@@ -473,6 +474,37 @@ def plot_fractions(
 ) -> Path:
     """``dice_vs_fraction.png``: ``draw_fractions`` written into ``folder``."""
     return _save(draw_fractions(summary, axes), folder, "dice_vs_fraction.png")
+
+
+@_styled
+def draw_budget(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Figure:
+    """Mean Dice against the budget of optimiser steps (log scale, ticks at the grid's
+    budgets), one line per variant with its 95% band; one panel per combination of the
+    other axes' values: whether distillation is a head start (the lines meet as the
+    budget grows) or a better student (they stay apart)."""
+    axes = axes_of(summary) if axes is None else list(axes)
+    if "budget.steps" not in summary:
+        raise ValueError("plot_budget needs a budget.steps column in the summary")
+
+    def decorate(ax: Any, ticks: np.ndarray) -> None:
+        _fixed_ticks(ax, ticks, [f"{t:,.0f}" for t in ticks])
+
+    return _line_panels(
+        summary,
+        "budget.steps",
+        axes,
+        lambda s: s.to_numpy(float),
+        decorate,
+        "optimiser steps per run (log scale)",
+        "Test Dice against the training budget",
+    )
+
+
+def plot_budget(
+    summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] | None = None
+) -> Path:
+    """``dice_vs_budget.png``: ``draw_budget`` written into ``folder``."""
+    return _save(draw_budget(summary, axes), folder, "dice_vs_budget.png")
 
 
 def student_params(trials: pd.DataFrame) -> dict[Any, int]:
@@ -923,6 +955,8 @@ def figures_for(
       other axes);
     - ``student.width`` an axis: ``dice_vs_params.png`` (likewise), so a table over both
       gets both figures;
+    - ``budget.steps`` an axis: ``dice_vs_budget.png``, and ``dice_by_variant.png`` for
+      the paired differences at each budget;
     - neither (no axes, or only other axes): ``dice_by_variant.png``, with one pair of
       panels per cell when there are axes;
     - one axis of labelled steps (a bundle axis, whose values each set several keys, e.g.
@@ -942,6 +976,8 @@ def figures_for(
         paths.append(plot_fractions(summary, folder, axes))
     if "student.width" in axes:
         paths.append(plot_students(summary, trials, folder, axes))
-    if not paths:
+    if "budget.steps" in axes:
+        paths.append(plot_budget(summary, folder, axes))
+    if not paths or "budget.steps" in axes:  # (a budget table also shows its differences)
         paths.append(plot_variants(summary, folder, axes))
     return paths

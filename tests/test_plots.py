@@ -264,6 +264,7 @@ def test_example_labels_fit_their_tiles_at_any_number_of_columns(variants):
             ["dice_vs_fraction.png", "dice_vs_params.png"],
         ),
         ({"kd.temperature": [1, 4]}, ["dice_by_variant.png"]),
+        ({"budget.steps": [224, 896]}, ["dice_vs_budget.png", "dice_by_variant.png"]),
     ],
 )
 def test_figures_for_picks_the_figures_of_the_axes(tmp_path, axes, names):
