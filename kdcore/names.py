@@ -126,7 +126,8 @@ def budget_label(cfg: DictConfig) -> str:
         f"Budget: {size}; validation {every}; {stop}; a "
         f"{cfg.student.fit.schedule} learning-rate schedule over the budget. A run converged "
         f"when it stopped early or the best validation Dice of its last {c.window:.0%} of "
-        f"steps beat the best before them by less than {c.tolerance:g} points.{rows}"
+        f"steps beat the best before them by less than {c.tolerance:g} Dice "
+        f"point{'' if c.tolerance == 1 else 's'}.{rows}"
     )
 
 

@@ -298,11 +298,15 @@ def time_line(
     }
     shown = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
     trained = int((~trials["reused"].astype(bool)).sum()) if "reused" in trials else len(trials)
-    share = f": {grid_s * slots / trained:.1f} s of a slot per trial" if trained else ""
+    grid = (
+        f"The grid took {grid_s:.0f} s for the {trained} trials it trained, {slots} at a "
+        f"time: {grid_s * slots / trained:.1f} s of a slot per trial."
+        if trained
+        else "Every trial came from the trial store: this grid trained none."
+    )
     return (
         f"- Time per trial (mean seconds): {shown}; as Ray Tune measured it "
-        f"{trials['trial_s'].mean():.1f}. The grid took {grid_s:.0f} s for the {trained} "
-        f"trials it trained, {slots} at a time{share}."
+        f"{trials['trial_s'].mean():.1f}. {grid}"
     )
 
 
