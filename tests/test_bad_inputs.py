@@ -59,6 +59,18 @@ CONFIG = {
     ),
     "teacher on zero workers": (["teacher.workers=0"], "teacher.workers must be an integer >= 1"),
     "ZeRO stage 4": (["teacher.zero_stage=4"], "teacher.zero_stage must be one of 0, 1, 2, 3"),
+    "both budgets": (["budget.epochs=16"], "set exactly one of budget.steps"),
+    "zero patience": (["budget.patience=0"], "budget.patience must be null or an integer >= 1"),
+    "alpha of one": (["stats.alpha=1"], "stats.alpha must be a number in (0, 1)"),
+    "no tuning seeds": (["tuning.seeds=[]"], "tuning.seeds must be a list of at"),
+    "only_in of an unknown variant": (
+        ["only_in={kd:{data_fraction:0.5}}"],
+        "only_in names 'kd', which is not a variant of this grid",
+    ),
+    "only_in on a missing axis": (
+        ["variants=[baseline,pmd]", "only_in={pmd:{data_fraction:0.5}}"],
+        "only_in: 'pmd' names the axis 'data_fraction', which this grid does not have",
+    ),
 }
 if torch.cuda.is_available():  # without CUDA, its absence is reported first (below)
     CONFIG["cuda without GPUs for the trials"] = (
