@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
-from kdcore.plots import figures_for, plot_examples  # noqa: E402
+from kdcore.plots import figures_for, plot_examples, plot_learning_curves  # noqa: E402
 from kdcore.provenance import git_commit, rerender_line, utc_now  # noqa: E402
 from kdcore.report import cells_of, render_report  # noqa: E402
-from kdcore.summary import summarize  # noqa: E402
+from kdcore.summary import StatsSettings, summarize  # noqa: E402
 from kdcore.table_folder import (  # noqa: E402
     EXAMPLES_NAME,
     read_examples,
@@ -113,6 +113,7 @@ def carried(markdown: str) -> dict[str, Any]:
         "protocol": "Protocol: " + line_after("- Protocol: "),
         "sections": lines[start:end],
         "config_yaml": "\n".join(lines[fence + 1 : closing]),
+        "budget": next((line[2:] for line in lines if line.startswith("- Budget: ")), ""),
     }
 
 
@@ -122,12 +123,16 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
     table = read_table(folder)
     p = table.provenance
     axes = table.axes
-    summary = summarize(table.trials, table.cases, axes)
+    config = p.get("config") or {}
+    stats = StatsSettings(**config["stats"]) if "stats" in config else StatsSettings()
+    summary = summarize(table.trials, table.cases, axes, stats)
     kept = carried(table.markdown)
     teachers = teachers_of(table.markdown)
     for meta in teachers:
         meta["cells"] = meta["cells"] or cells_of(table.trials, axes)
     figures = figures_for(summary, table.trials, table.axis_values, folder)
+    if table.histories and all("step" in h[0] for h in table.histories.values() if h):
+        figures.append(plot_learning_curves(table.trials, table.histories, folder, axes))
     if (folder / EXAMPLES_NAME).is_file():
         figures.append(plot_examples(**read_examples(folder / EXAMPLES_NAME), folder=folder))
     elif (folder / EXAMPLES_PNG).is_file():
@@ -153,6 +158,8 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
         [f.name for f in figures],
         kept["sections"],
         rerendered,
+        budget=kept["budget"],
+        stats=stats,
     )
     write_text_atomic(folder / "table.md", markdown)
     write_text_atomic(

@@ -171,7 +171,8 @@ def write_index(results_dir: Path) -> Path:
         "# Result tables",
         "",
         "Every table this suite has written here, newest first. Each folder holds the table "
-        "(`table.md`), its trials (`trials.csv`), each trial's per-epoch losses (`history/`) "
+        "(`table.md`), its trials (`trials.csv`), each trial's losses and validation Dice per "
+        "validation (`history/`) "
         "and its provenance (`provenance.json`). Written by the suite; do not edit.",
         "",
         pd.DataFrame(rows).to_markdown(index=False) if rows else "(no tables yet)",
