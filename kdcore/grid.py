@@ -345,8 +345,9 @@ def run_tuning(
 
 
 def _spec(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's own settings (cell, variant, seed; a grid trial's store key), whether
-    Tune's config holds them flat (tuning) or as one ``trial`` entry (the grid)."""
+    """A trial's own settings, flat: Tune's config holds the cell and variant (and a grid
+    trial's seed and store key, a tuning sample's index and knobs) under ``trial``, and a
+    tuning sample's seed beside it."""
     return {**config.get("trial", {}), **{k: v for k, v in config.items() if k != "trial"}}
 
 
@@ -401,11 +402,12 @@ def run_grid(
     root = storage_root(cfg)
     store = TrialStore(root)
     wanted = grid_trials(cfg, tuned)
-    found = {t["key"] for t in wanted if store.get(t["key"]) is not None}
+    entries = {t["key"]: store.get(t["key"]) for t in wanted}  # each entry read once
+    found = {key for key, entry in entries.items() if entry is not None}
     todo = list({t["key"]: t for t in wanted if t["key"] not in found}.values())
     log(
-        f"grid: {len(wanted)} trials: {len(wanted) - sum(t['key'] not in found for t in wanted)}"
-        f" reused from the trial store ({root}/trials), {len(todo)} to train"
+        f"grid: {len(wanted)} trials: {sum(t['key'] in found for t in wanted)} reused from "
+        f"the trial store ({root}/trials), {len(todo)} to train"
     )
     if todo:
         name = _run_name(cfg, "", [tuned, [t["key"] for t in wanted]])
@@ -413,11 +415,13 @@ def run_grid(
         results = _fit(cfg, name, space, len(todo), 1, teachers, tuned, log, parent, root)
         for r in results:  # (each was stored as it finished; this covers a missed one)
             key = r.config["trial"]["key"]
-            if store.get(key) is None:
-                store.put(key, stored_row(r.metrics))
+            entries[key] = store.get(key)
+            if entries[key] is None:
+                entries[key] = stored_row(r.metrics)
+                store.put(key, entries[key])
     rows = []
     for t in wanted:
-        entry = store.get(t["key"])
+        entry = entries[t["key"]]
         # an axis value wins over a trial column of the same name (a teacher axis labels
         # its teachers 'T1', 'T2'; the trial's own column would say 'T1(w16,d4)')
         row = cell_labels(t["cell"])

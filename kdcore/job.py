@@ -36,7 +36,7 @@ from kdcore.report import render_report, time_line
 from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
-from kdcore.summary import StatsSettings, summarize, summary_markdown
+from kdcore.summary import StatsSettings, in_cell, summarize, summary_markdown
 from kdcore.table_folder import write_examples, write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
@@ -135,10 +135,8 @@ def tuning_lines(
         row = {**cell, "variant": label, "knobs": knob_count(variant), "trials": entry["trials"]}
         row["tuning val dice"] = f"{entry['val_dice']:.4f}"
         if trials is not None:
-            mask = trials["variant"] == label
-            for k in axes:
-                mask &= trials[k] == cell[k]
-            grid = trials[mask]
+            grid = in_cell(trials, cell, axes)
+            grid = grid[grid["variant"] == label]
             row["grid val dice"] = f"{grid['val_dice'].mean():.4f}"
             row["grid test dice"] = f"{grid['dice'].mean():.4f}"
             row["tuning val - grid test (pts)"] = (

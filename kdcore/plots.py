@@ -38,6 +38,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from kdcore.io import atomic_path
 from kdcore.rows import BASELINE, METRIC_RANGE, METRICS, cell_text, history_name
+from kdcore.summary import in_cell
 
 DPI = 120
 WIDTH_IN = 8.5  # inches: about 1000 px at DPI
@@ -446,24 +447,38 @@ def _fixed_ticks(ax: Any, ticks: np.ndarray, labels: Sequence[str]) -> None:
     ax.set_xlim(ticks.min() / pad, ticks.max() * pad)
 
 
+def _against_axis(
+    summary: pd.DataFrame,
+    axes: Sequence[str] | None,
+    x_key: str,
+    x_of: Callable[[pd.Series], np.ndarray],
+    tick: Callable[[float], str],
+    xlabel: str,
+    title: str,
+) -> Figure:
+    """``_line_panels`` over the axis ``x_key`` (log scale, ticks at the grid's values
+    written by ``tick``); ``axes`` default to the summary's axis columns."""
+    axes = axes_of(summary) if axes is None else list(axes)
+    if x_key not in summary:
+        raise ValueError(f"this figure needs a {x_key} column in the summary")
+
+    def decorate(ax: Any, ticks: np.ndarray) -> None:
+        _fixed_ticks(ax, ticks, [tick(t) for t in ticks])
+
+    return _line_panels(summary, x_key, axes, x_of, decorate, xlabel, title)
+
+
 @_styled
 def draw_fractions(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Figure:
     """Mean Dice against the student's share of the training patients (%, log scale,
     ticks at the grid's fractions), one line per variant with its 95% band; one panel per
     combination of the other axes' values (``axes``, default: the summary's axis columns)."""
-    axes = axes_of(summary) if axes is None else list(axes)
-    if "data_fraction" not in summary:
-        raise ValueError("plot_fractions needs a data_fraction column in the summary")
-
-    def decorate(ax: Any, ticks: np.ndarray) -> None:
-        _fixed_ticks(ax, ticks, [f"{t:g}%" for t in ticks])
-
-    return _line_panels(
+    return _against_axis(
         summary,
-        "data_fraction",
         axes,
+        "data_fraction",
         lambda s: 100 * s.to_numpy(float),
-        decorate,
+        lambda t: f"{t:g}%",
         "student's share of the training patients (%, log scale)",
         "Test Dice against training data",
     )
@@ -482,19 +497,12 @@ def draw_budget(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Fig
     budgets), one line per variant with its 95% band; one panel per combination of the
     other axes' values: whether distillation is a head start (the lines meet as the
     budget grows) or a better student (they stay apart)."""
-    axes = axes_of(summary) if axes is None else list(axes)
-    if "budget.steps" not in summary:
-        raise ValueError("plot_budget needs a budget.steps column in the summary")
-
-    def decorate(ax: Any, ticks: np.ndarray) -> None:
-        _fixed_ticks(ax, ticks, [f"{t:,.0f}" for t in ticks])
-
-    return _line_panels(
+    return _against_axis(
         summary,
-        "budget.steps",
         axes,
+        "budget.steps",
         lambda s: s.to_numpy(float),
-        decorate,
+        lambda t: f"{t:,.0f}",
         "optimiser steps per run (log scale)",
         "Test Dice against the training budget",
     )
@@ -863,11 +871,7 @@ def learning_curve_panels(
     keys = list(axes)
     cells = trials.drop_duplicates(keys)[keys].to_dict("records") if keys else [{}]
     for cell in cells:
-        mask = pd.Series(True, index=trials.index)
-        for k in keys:
-            mask &= trials[k] == cell[k]
-        rows = trials[mask]
-
+        rows = in_cell(trials, cell, keys)
         variants = list(dict.fromkeys(rows["variant"]))
         kd = [v for v in variants if v != BASELINE] or [BASELINE]
         where = _cell_label(keys, [cell[k] for k in keys]) if keys else ""

@@ -127,11 +127,11 @@ def run_trial(
     Baseline and KD variants share the optimiser, schedule, budget of steps, batches, data
     subset and seed; they differ only in the KD terms of the objective. ``teachers`` maps a
     teacher's folder name (``teacher_dir``) to its weights; the trial takes the one of its
-    config and data. ``log`` gets one line per epoch (``epoch_line``); the row's
-    ``history`` holds every epoch's losses (the total and each term, unweighted),
-    validation Dice and seconds, and ``cases`` the test counts of each patient; its
-    ``steps``, ``best_step``, ``stopped_early``, ``val_slope`` and ``converged`` say how
-    training ended (``kdcore.convergence``).
+    config and data. ``log`` gets one line per validation (``epoch_line``); the row's
+    ``history`` holds, per validation, the losses since the previous one (the total and
+    each term, unweighted), validation Dice and seconds, and ``cases`` the test counts of
+    each patient; its ``steps``, ``best_step``, ``stopped_early``, ``val_slope``,
+    ``late_gain`` and ``converged`` say how training ended (``ending``).
 
     With ``ranks = (rank, world)`` this is one rank of a trial spanning ``world`` workers
     (``run_trial_on_workers``): the student data-parallel, the teacher sharded by ZeRO-3

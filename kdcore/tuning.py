@@ -94,7 +94,7 @@ def choose(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     scores: dict[tuple[str, int], dict[str, Any]] = {}
     for r in results:
         key = cell_key(r["cell"], r["variant"])
-        entry = scores.setdefault((key, r.get("sample", len(scores))), {"dice": [], "r": r})
+        entry = scores.setdefault((key, r["sample"]), {"dice": [], "r": r})
         entry["dice"].append(r["val_dice"])
     best: dict[str, dict[str, Any]] = {}
     for (key, _), entry in scores.items():
