@@ -159,7 +159,12 @@ RULES: dict[str, Rule] = {
     "data.name": one_of(*DATASETS),
     "data.root": TEXT,
     "data.download": BOOLEAN,
-    "data.foreground": list_of(integer(0), min_length=1),
+    "data.foreground": optional(list_of(integer(0), min_length=1)),
+    "data.labels": Rule(
+        "null, or a mapping of class names to a label value or a list of them, "
+        "e.g. {liver: [1, 2], spleen: 3}",
+        lambda v: v is None or (isinstance(v, dict) and len(v) > 0),
+    ),
     "data.background": list_of(integer(0)),
     "data.pixel_mm": optional(POSITIVE),
     "phantom.num_patients": integer(3),
@@ -408,7 +413,7 @@ def _check_variants(cfg: DictConfig) -> None:
 
 
 def _check_cross_keys(cfg: DictConfig) -> None:
-    slice_settings(cfg)  # window order, label values in both lists
+    slice_settings(cfg, read_manifest=False)  # window order, label values in two places
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise ConfigError(
             f"val_fraction + test_fraction must be below 1 to leave training data, got "

@@ -29,10 +29,11 @@ from kdcore.names import (
     table_dir,
     table_settings,
 )
-from kdcore.plots import figures_for, plot_examples, plot_learning_curves
+from kdcore.per_class import summarize_classes
+from kdcore.plots import figures_for, plot_classes, plot_examples, plot_learning_curves
 from kdcore.progress import Log, duration
 from kdcore.provenance import git_commit, utc_now
-from kdcore.report import render_report, time_line
+from kdcore.report import class_lines, render_report, time_line
 from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
@@ -97,7 +98,7 @@ def example_masks(cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]) 
     if teachers:
         weights = teachers[teacher_dir(cell_cfg, data, splits).name]
         teacher = frozen_teacher(cell_cfg, weights, resolve_device(cfg.device))
-        predictions["teacher"] = (predict(teacher, data, shown) > 0.5).numpy()
+        predictions["teacher"] = predict(teacher, data, shown).numpy()
     labels = cell_labels(cell)
     first_seed = min(cfg.seeds)
     for r in rows:
@@ -114,6 +115,7 @@ def example_masks(cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]) 
         "truth": radiological(data.masks[shown]),
         "predictions": {k: radiological(v) for k, v in predictions.items()},
         "cell": labels,
+        "classes": list(data.classes.names) if not data.classes.binary else [],
     }
 
 
@@ -192,6 +194,7 @@ def write_results(
     trials = pd.DataFrame(rows)
     stats = StatsSettings(**as_dict(cfg.stats))
     summary = summarize(trials, cases, axes, stats)
+    classes = summarize_classes(trials, cases, axes, stats)
     folder = table_dir(cfg)
     written = utc_now()
     provenance = {
@@ -213,6 +216,7 @@ def write_results(
             *figures_for(summary, trials, grid_axes(cfg), tmp),
             plot_learning_curves(trials, histories, tmp, axes),
             plot_examples(folder=tmp, **examples),
+            *([plot_classes(classes, tmp, axes)] if len(classes) else []),
         ]
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
@@ -230,7 +234,12 @@ def write_results(
             written,
             as_dict(cfg.reference_table) if cfg.reference_table else None,
             [p.name for p in figures],
-            [time_line(trials, histories, *timing), "", *tuning_lines(cfg, tuned, trials)],
+            [
+                *class_lines(classes, axes),
+                time_line(trials, histories, *timing),
+                "",
+                *tuning_lines(cfg, tuned, trials),
+            ],
             budget=budget_label(cfg),
             stats=stats,
         )

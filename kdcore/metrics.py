@@ -13,6 +13,10 @@ Empty-mask policy (never "perfect"):
 
 The data stage refuses a split without foreground (``kdcore.data.splits``), so the NaN
 cases do not reach a table.
+
+Several classes: each class is scored as its own binary task (its pixels against all
+others) under the same policy, and the mean over classes (a class that is NaN, absent
+from the truth and the prediction alike, left out) is the row's score.
 """
 
 from __future__ import annotations
@@ -76,22 +80,62 @@ def volume_counts(
     return counts
 
 
-def segmentation_metrics(
-    probs: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray, threshold: float = 0.5
-) -> dict[str, float]:
-    """Pooled IoU / Dice / recall / precision, raw TP / FP / FN, mean 3D Dice, and the
-    counts of each volume (``volumes``: see ``volume_counts``); empty masks follow the
-    module's policy (NaN, never a perfect score).
+SCORES = ("iou", "dice", "recall", "precision", "dice_3d")
 
-    probs: (N, H, W) sigmoid outputs; target: (N, H, W) in {0, 1}.
+
+def binary_metrics(pred: torch.Tensor, target: torch.Tensor, volume_ids: np.ndarray) -> dict:
+    """Pooled IoU / Dice / recall / precision, raw TP / FP / FN, mean 3D Dice, and the
+    counts of each volume (``volumes``: see ``volume_counts``) of one class; empty masks
+    follow the module's policy (NaN, never a perfect score).
+
+    pred, target: (N, H, W) bool, the class's pixels.
     """
-    pred = probs > threshold
     tp, fp, fn = pooled_counts(pred, target)
     return {
         **scores_from_counts(tp, fp, fn),
-        "dice_3d": volume_dice(pred, target.bool(), volume_ids),
+        "dice_3d": volume_dice(pred, target, volume_ids),
         "tp": tp,
         "fp": fp,
         "fn": fn,
-        "volumes": volume_counts(pred, target.bool(), volume_ids),
+        "volumes": volume_counts(pred, target, volume_ids),
     }
+
+
+def segmentation_metrics(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    volume_ids: np.ndarray,
+    names: tuple[str, ...] = ("foreground",),
+) -> dict:
+    """The metrics of predicted class maps against the truth.
+
+    pred, target: (N, H, W) class indices (0 the background, k the class ``names[k-1]``).
+    One class: ``binary_metrics`` of it. More: each class's ``binary_metrics`` under
+    ``classes`` (by name), their mean over classes as the row's scores (``SCORES``; NaN
+    classes left out), TP / FP / FN summed over classes and, per volume, its counts summed
+    over classes (``volumes``) and per class (``volume_classes``: volume id -> one
+    (TP, FP, FN) per class).
+    """
+    if len(names) == 1:
+        return binary_metrics(pred > 0, target > 0, volume_ids)
+    per_class = {
+        n: binary_metrics(pred == k, target == k, volume_ids) for k, n in enumerate(names, start=1)
+    }
+    out: dict = {}
+    for score in SCORES:
+        values = [m[score] for m in per_class.values() if not math.isnan(m[score])]
+        out[score] = float(np.mean(values)) if values else math.nan
+    for count in ("tp", "fp", "fn"):
+        out[count] = sum(m[count] for m in per_class.values())
+    by_volume = [m["volumes"] for m in per_class.values()]
+    out["volumes"] = [
+        (rows[0][0], *(sum(r[i] for r in rows) for i in (1, 2, 3)))
+        for rows in zip(*by_volume, strict=True)
+    ]
+    out["volume_classes"] = {
+        rows[0][0]: [tuple(r[1:]) for r in rows] for rows in zip(*by_volume, strict=True)
+    }
+    out["classes"] = {
+        n: {k: v for k, v in m.items() if k != "volumes"} for n, m in per_class.items()
+    }
+    return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdcore.axes import varied_keys
+from kdcore.data.prepare import classes_of
 from kdcore.data.sources import data_source
 from kdcore.models import student_name, teacher_name, teacher_settings
 from kdcore.protocols import SELECT_TEST_LOSS
@@ -34,6 +35,21 @@ OPERATIONAL = (
     "teacher.zero_stage",
     "tracking",
 )
+# Settings added after results were made, at the value that does what was done before
+# the setting existed: left out of hashes and keys at that value, so the tables and
+# stored trials made before keep their names and are still found.
+NEUTRAL = {"data.labels": None}
+
+
+def drop_neutral(settings: dict, cfg: DictConfig) -> None:
+    """Remove from ``settings`` (``cfg`` as a dict) each ``NEUTRAL`` key at its value."""
+    for dotted, value in NEUTRAL.items():
+        if OmegaConf.select(cfg, dotted, default=value) == value:
+            section, _, leaf = dotted.rpartition(".")
+            node = settings
+            for part in section.split(".") if section else []:
+                node = node.get(part, {})
+            node.pop(leaf, None)
 
 
 def dataset_label(cfg: DictConfig) -> str:
@@ -134,10 +150,19 @@ def budget_label(cfg: DictConfig) -> str:
 def results_hash(cfg: DictConfig) -> str:
     """Hash of every setting that changes results (all but ``OPERATIONAL``)."""
     settings = {**as_dict(cfg), "teacher": teacher_settings(cfg)}
+    drop_neutral(settings, cfg)
     for key in OPERATIONAL:
         section, _, leaf = key.rpartition(".")
         (settings.get(section, {}) if section else settings).pop(leaf, None)
     return stable_hash(settings)[:6]
+
+
+def data_name(cfg: DictConfig) -> str:
+    """``data.name``, with the number of classes when there are several: 'phantom-5class'."""
+    if cfg.data.get("labels") is None and cfg.data.get("foreground") is None:
+        return f"{cfg.data.name}-all-labels"
+    classes = classes_of(cfg, read_manifest=False)
+    return cfg.data.name if classes.binary else f"{cfg.data.name}-{len(classes.names)}class"
 
 
 def table_settings(cfg: DictConfig) -> dict[str, str | float]:
@@ -150,7 +175,7 @@ def table_settings(cfg: DictConfig) -> dict[str, str | float]:
 
     return {
         "profile": cfg.profile_name,
-        "data": cfg.data.name,
+        "data": data_name(cfg),
         "teacher": "axis"
         if any(k.startswith("teacher.") and k not in OPERATIONAL for k in axes)
         else teacher_name(cfg),

@@ -49,6 +49,18 @@ GAIN_COLOR = "#1a9850"
 LOSS_COLOR = "#d73027"
 NOISE_COLOR = "0.35"
 KD_COLOR = "C0"
+# Classes of a multi-class example (tab10 without its grey): class k is CLASS_COLORS[k - 1]
+CLASS_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+)
 # Columns of a summary that are not axes (see kdcore.summary.summarize).
 SUMMARY_COLUMNS = frozenset(
     {"variant", "seeds", "wall_s", "delta", "delta_low", "delta_high", "delta_clipped"}
@@ -733,6 +745,16 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2 * (pred & truth).sum() / denom)
 
 
+def _class_dice(pred: np.ndarray, truth: np.ndarray, count: int) -> float:
+    """Mean Dice over the classes 1..count in either class map (1.0 when none is)."""
+    scores = [
+        _dice(pred == k, truth == k)
+        for k in range(1, count + 1)
+        if (pred == k).any() or (truth == k).any()
+    ]
+    return float(np.mean(scores)) if scores else 1.0
+
+
 def _wrap(text: str, width: int) -> str:
     """``text`` on lines of at most ``width`` characters, broken after a '+', '-' (variant
     names) or a space where it can be, mid-word only where a word is longer."""
@@ -766,20 +788,26 @@ def draw_examples(
     predictions: Mapping[str, Any],
     titles: Sequence[str] | None = None,
     cell: Mapping[str, Any] | None = None,
+    classes: Sequence[str] = (),
 ) -> Figure:
     """Example slices, one row each; columns: the input, the ground truth (filled), then
     each prediction in ``predictions`` order (filled, with the ground truth's outline, its
     Dice on the slice written under the tile).
 
-    ``images`` (K, H, W) floats in [0, 1]; ``truth`` and each prediction (K, H, W) binary;
+    ``images`` (K, H, W) floats in [0, 1]; ``truth`` and each prediction (K, H, W) binary,
+    or, with several ``classes`` (names of classes 1, 2, ...), class maps: each class
+    filled in its own colour, the Dice the mean over the classes on the slice;
     ``titles``: K row labels (e.g. patient and slice), default "example k"; ``cell``: the
     grid cell the examples come from (its axis values), named in the figure's title.
     Column titles, row labels and Dice texts are wrapped and sized to their tile at any
     number of columns: a tile is never narrower than 0.8 inch, the figure grows instead.
     """
     images = _stack(images, "images").astype(float)
-    truth = _stack(truth, "truth").astype(bool)
-    preds = {name: _stack(p, name).astype(bool) for name, p in predictions.items()}
+    several = len(classes) > 1
+    kind = np.uint8 if several else bool
+    truth = _stack(truth, "truth").astype(kind)
+    preds = {name: _stack(p, name).astype(kind) for name, p in predictions.items()}
+    palette = [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(classes))]
     for name, a in [("truth", truth), *preds.items()]:
         if a.shape != images.shape:
             raise ValueError(f"{name} has shape {a.shape}, images {images.shape}")
@@ -802,7 +830,16 @@ def draw_examples(
         masks = [None, truth[i], *(p[i] for p in preds.values())]
         for j, (ax, mask) in enumerate(zip(grid[i], masks, strict=True)):
             ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            if mask is not None:
+            if mask is not None and several:
+                ax.imshow(
+                    np.ma.masked_where(mask == 0, mask.astype(float)),
+                    cmap=ListedColormap(palette),
+                    vmin=0.5,
+                    vmax=len(classes) + 0.5,
+                    alpha=0.55,
+                    interpolation="nearest",
+                )
+            elif mask is not None:
                 color = truth_color if j == 1 else pred_color
                 ax.imshow(
                     np.ma.masked_where(~mask, mask.astype(float)),
@@ -813,9 +850,13 @@ def draw_examples(
                     interpolation="nearest",
                 )
             if j >= 2:
-                if 0 < truth[i].sum() < truth[i].size:
-                    ax.contour(truth[i].astype(float), levels=[0.5], colors=outline, linewidths=1)
-                ax.set_xlabel(f"Dice {_dice(mask, truth[i]):.2f}", fontsize=LABEL_PT, labelpad=2)
+                edge = truth[i] > 0
+                if 0 < edge.sum() < edge.size:
+                    ax.contour(edge.astype(float), levels=[0.5], colors=outline, linewidths=1)
+                score = (
+                    _class_dice(mask, truth[i], len(classes)) if several else _dice(mask, truth[i])
+                )
+                ax.set_xlabel(f"Dice {score:.2f}", fontsize=LABEL_PT, labelpad=2)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
@@ -835,12 +876,18 @@ def draw_examples(
     if cell:
         title += f"; cell: {cell_text(cell)}"
     fig.suptitle(_wrap(title, _chars(width, 12)))
-    handles = [
-        Patch(color=truth_color, alpha=0.6, label="ground truth"),
-        Patch(color=pred_color, alpha=0.6, label="prediction"),
-        Line2D([], [], color=outline, lw=1.5, label="ground-truth outline"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3)
+    if several:
+        handles = [
+            Patch(color=c, alpha=0.65, label=n) for c, n in zip(palette, classes, strict=True)
+        ]
+        handles.append(Line2D([], [], color=outline, lw=1.5, label="ground-truth outline"))
+    else:
+        handles = [
+            Patch(color=truth_color, alpha=0.6, label="ground truth"),
+            Patch(color=pred_color, alpha=0.6, label="prediction"),
+            Line2D([], [], color=outline, lw=1.5, label="ground-truth outline"),
+        ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
     return fig
 
 
@@ -851,9 +898,17 @@ def plot_examples(
     folder: str | Path,
     titles: Sequence[str] | None = None,
     cell: Mapping[str, Any] | None = None,
+    classes: Sequence[str] = (),
 ) -> Path:
     """``examples.png``: ``draw_examples`` written into ``folder``."""
-    return _save(draw_examples(images, truth, predictions, titles, cell), folder, "examples.png")
+    figure = draw_examples(images, truth, predictions, titles, cell, classes)
+    return _save(figure, folder, "examples.png")
+
+
+def plot_classes(summary: pd.DataFrame, folder: str | Path, axes: Sequence[str] = ()) -> Path:
+    """``classes.png``: ``draw_variants`` of a per-class summary
+    (``kdcore.per_class.summarize_classes``), one pair of panels per class (and cell)."""
+    return _save(draw_variants(summary, ["class", *axes]), folder, "classes.png")
 
 
 # --- Per table ---------------------------------------------------------------------------

@@ -282,6 +282,26 @@ def render_report(
     return "\n".join(lines)
 
 
+def class_lines(classes: pd.DataFrame, axes: Sequence[str] = ()) -> list[str]:
+    """The per-class section of a multi-class table (``summarize_classes``), or none."""
+    if classes.empty:
+        return []
+    lines = [
+        "## Per class",
+        "",
+        "The table above scores the mean over classes: each class is scored as its own "
+        "binary task (its pixels against all others; dice_3d over the test patients whose "
+        "truth holds it) and the scores are averaged over the classes (the patient "
+        "bootstrap resamples patients and averages the classes' pooled Dice). Below, each "
+        "class with the same statistics, Holm's correction over its own KD rows.",
+        "",
+    ]
+    for name in classes["class"].drop_duplicates():
+        own = classes[classes["class"] == name].drop(columns="class")
+        lines += [f"### {name}", "", summary_markdown(own, list(axes)), ""]
+    return lines
+
+
 def time_line(
     trials: pd.DataFrame, histories: dict[str, list[dict]], grid_s: float, slots: int
 ) -> str:

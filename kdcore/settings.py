@@ -11,7 +11,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-MAPPING_LEAVES = ("axes", "only_in", "reference_table")  # mappings checked as one value
+MAPPING_LEAVES = (
+    "axes",
+    "only_in",
+    "reference_table",
+    "data.labels",
+)  # mappings checked as one value
 PATH_KEYS = ("results_dir", "work_dir", "data.root")
 
 

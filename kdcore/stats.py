@@ -12,6 +12,7 @@ Pure numpy / scipy (no torch). Two sources of variation are covered separately:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -152,18 +153,31 @@ def pooled_dice(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> np.ndarray:
 
 
 def _check_counts(counts: ArrayLike, name: str) -> np.ndarray:
+    """(seeds, patients, classes, 3) float counts; (seeds, patients, 3) is one class."""
     c = np.asarray(counts, dtype=float)
-    if c.ndim != 3 or c.shape[2] != 3 or c.shape[0] == 0 or c.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (seeds, patients, 3), got {c.shape}")
+    if c.ndim == 3:
+        c = c[:, :, None, :]
+    if c.ndim != 4 or c.shape[3] != 3 or 0 in c.shape:
+        raise ValueError(
+            f"{name} must have shape (seeds, patients, 3) or (seeds, patients, classes, 3), "
+            f"got {c.shape}"
+        )
     if not np.all(np.isfinite(c)) or np.any(c < 0):
         raise ValueError(f"{name} must hold finite non-negative tp, fp, fn counts")
     return c
 
 
 def _seed_mean_dice(sums: np.ndarray) -> np.ndarray:
-    """Mean over seeds (axis -2) of the pooled Dice of counts summed over patients; NaN
-    where any seed's pooled Dice is undefined (all its counts 0)."""
-    return pooled_dice(sums[..., 0], sums[..., 1], sums[..., 2]).mean(axis=-1)
+    """Mean over seeds (axis -3) of the class-mean pooled Dice of counts summed over
+    patients, ``sums`` (..., seeds, classes, 3). One class: NaN where any seed's pooled
+    Dice is undefined (all its counts 0); several: undefined classes are left out of a
+    seed's mean (as ``kdcore.metrics``), NaN only where a seed has no defined class."""
+    dice = pooled_dice(sums[..., 0], sums[..., 1], sums[..., 2])  # (..., seeds, classes)
+    if dice.shape[-1] == 1:
+        return dice[..., 0].mean(axis=-1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a seed with no defined class
+        return np.nanmean(dice, axis=-1).mean(axis=-1)
 
 
 def bootstrap_pooled_dice_difference(
@@ -176,10 +190,12 @@ def bootstrap_pooled_dice_difference(
     """Paired bootstrap over test patients of the seed-averaged pooled-Dice difference.
 
     ``kd_counts``, ``baseline_counts``: shape (seeds, patients, 3) holding tp, fp, fn per
-    seed and test patient, the same seeds and patients in the same order in both.
+    seed and test patient, the same seeds and patients in the same order in both; with
+    several classes (seeds, patients, classes, 3).
 
     Statistic: for each seed the pooled Dice over the patients (counts summed, then
-    ``pooled_dice``), averaged over seeds, kd minus baseline. The point estimate is the
+    ``pooled_dice``; with several classes, each class's, then their mean), averaged over
+    seeds, kd minus baseline. The point estimate is the
     statistic on the original patients. Each of ``n_boot`` resamples draws the patients with
     replacement, the same draw for both methods and all seeds (the comparison is paired on
     the test set), and recomputes the statistic; the interval is the percentile interval of
@@ -213,8 +229,8 @@ def bootstrap_pooled_dice_difference(
     offsets = n_patients * np.arange(n_boot)[:, None]
     weights = np.bincount((idx + offsets).ravel(), minlength=n_boot * n_patients)
     weights = weights.reshape(n_boot, n_patients).astype(float)
-    kd_sums = np.einsum("bp,spk->bsk", weights, kd)  # (n_boot, seeds, 3)
-    base_sums = np.einsum("bp,spk->bsk", weights, base)
+    kd_sums = np.einsum("bp,spck->bsck", weights, kd)  # (n_boot, seeds, classes, 3)
+    base_sums = np.einsum("bp,spck->bsck", weights, base)
     diffs = _seed_mean_dice(kd_sums) - _seed_mean_dice(base_sums)
     diffs = diffs[~np.isnan(diffs)]  # resamples of empty patients only: no statistic
     if diffs.size == 0:

@@ -185,13 +185,25 @@ def _against_baseline(
     diff = paired_difference(kd["dice"].to_numpy(), base.loc[seeds, "dice"].to_numpy())
     counts = in_cell(cases, values, axes)
 
-    def stack(variant: str) -> np.ndarray:  # (seeds, patients, 3): tp, fp, fn
+    classes = "class" in counts and counts["class"].notna().any()
+
+    def stack(variant: str) -> np.ndarray:  # (seeds, patients[, classes], 3): tp, fp, fn
         rows = counts[counts["variant"] == variant]
+        if not classes:
+            return np.stack(
+                [
+                    rows[rows["seed"] == s].sort_values("case")[["tp", "fp", "fn"]].to_numpy()
+                    for s in seeds
+                ]
+            )
+        tables = [
+            rows[rows["seed"] == s].pivot_table(
+                index="case", columns="class", values=["tp", "fp", "fn"], aggfunc="sum"
+            )
+            for s in seeds
+        ]  # patients x classes, each sorted by name
         return np.stack(
-            [
-                rows[rows["seed"] == s].sort_values("case")[["tp", "fp", "fn"]].to_numpy()
-                for s in seeds
-            ]
+            [np.stack([t[c].to_numpy() for c in ("tp", "fp", "fn")], axis=-1) for t in tables]
         )
 
     boot = bootstrap_pooled_dice_difference(stack(values["variant"]), stack(BASELINE))

@@ -112,23 +112,28 @@ def write_examples(
     predictions: Mapping[str, np.ndarray],
     cell: Mapping[str, Any] | None = None,
     titles: Sequence[str] | None = None,
+    classes: Sequence[str] = (),
 ) -> Path:
     """Store what ``examples.png`` shows as ``folder/examples.npz`` (compressed): images
-    (K, H, W) floats, truth (K, H, W) and predictions (V, K, H, W) as booleans with their
-    names in order, the grid cell (as JSON) and the row titles. ``read_examples`` reads it."""
+    (K, H, W) floats, truth (K, H, W) and predictions (V, K, H, W) as booleans (as class
+    indices with several ``classes``, whose names are kept) with their names in order,
+    the grid cell (as JSON) and the row titles. ``read_examples`` reads it."""
     path = Path(folder) / EXAMPLES_NAME
     names = list(predictions)
+    kind = np.uint8 if len(classes) > 1 else bool
     arrays = {
         "images": np.asarray(images, dtype=np.float32),
-        "truth": np.asarray(truth, dtype=bool),
-        "predictions": np.stack([np.asarray(predictions[n], dtype=bool) for n in names])
+        "truth": np.asarray(truth, dtype=kind),
+        "predictions": np.stack([np.asarray(predictions[n], dtype=kind) for n in names])
         if names
-        else np.zeros((0, *np.shape(truth)), dtype=bool),
+        else np.zeros((0, *np.shape(truth)), dtype=kind),
         "names": np.asarray(names, dtype=str),
         "cell": np.asarray(json.dumps(dict(cell or {}))),
     }
     if titles is not None:
         arrays["titles"] = np.asarray(list(titles), dtype=str)
+    if len(classes) > 1:
+        arrays["classes"] = np.asarray(list(classes), dtype=str)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
@@ -136,7 +141,7 @@ def write_examples(
 
 def read_examples(path: str | Path) -> dict[str, Any]:
     """``examples.npz`` as keyword arguments of ``kdcore.plots.plot_examples``: images,
-    truth, predictions (by name, in order), titles (or None) and cell."""
+    truth, predictions (by name, in order), titles (or None), cell and classes."""
     with np.load(path, allow_pickle=False) as data:
         names = [str(n) for n in data["names"]]
         return {
@@ -145,6 +150,7 @@ def read_examples(path: str | Path) -> dict[str, Any]:
             "predictions": dict(zip(names, data["predictions"], strict=True)),
             "titles": [str(t) for t in data["titles"]] if "titles" in data else None,
             "cell": json.loads(str(data["cell"])),
+            "classes": [str(c) for c in data["classes"]] if "classes" in data else [],
         }
 
 

@@ -41,6 +41,7 @@ from kdcore.errors import DamagedCacheError
 from kdcore.io import discard_dir, verified_dir, verify_dir
 from kdcore.losses import MultiTaskLoss
 from kdcore.models import TAPS, count_parameters, teacher_name, teacher_network, teacher_settings
+from kdcore.models.teachers import network_channels
 from kdcore.progress import Log, Progress
 from kdcore.runtime import connect, run_on_workers, sharded_teacher, worker_rank
 from kdcore.settings import as_dict, resolve_device, stable_hash
@@ -212,7 +213,9 @@ def _fit_teacher(
 ) -> FitState:
     """The teacher's training, whatever the backend: Dice+BCE (or the configured loss)
     plus the reconstruction term, checkpoint chosen on validation Dice."""
-    objective = MultiTaskLoss(cfg.teacher.seg_loss, cfg.teacher.recon_weight)
+    objective = MultiTaskLoss(
+        cfg.teacher.seg_loss, cfg.teacher.recon_weight, network_channels(cfg)[1]
+    )
     return fit(
         model,
         lambda x, y, _idx: objective(forward(x), x, y),

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from kdcore.augment import augment_batch, augmenter
 from kdcore.data.batches import batches, rank_share, to_tensors
+from kdcore.data.classes import predicted_classes
 from kdcore.data.slices import SliceData
 from kdcore.errors import ConfigError, NonFiniteLossError
 from kdcore.metrics import segmentation_metrics
@@ -95,22 +96,25 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: SliceData, idx: np.ndarray, batch_size: int = 32) -> Tensor:
-    """Sigmoid probabilities (N, H, W) of a segmentation network on slices ``idx``."""
+    """Predicted class maps (N, H, W) uint8 of a segmentation network on slices ``idx``
+    (``predicted_classes``: sigmoid > 0.5 for one class, the most probable class for
+    more)."""
     was_training = model.training
     model.eval()
     out = []
     for b in batches(idx, batch_size, None):
         x, _ = to_tensors(data, b, model_device(model))
-        out.append(model(x, with_recon=False)["logits"][:, 0].sigmoid().cpu())
+        out.append(predicted_classes(model(x, with_recon=False)["logits"]).cpu())
     model.train(was_training)
     return torch.cat(out)
 
 
-def evaluate(model: nn.Module, data: SliceData, idx: np.ndarray) -> dict[str, float]:
-    """Pooled slice metrics and mean 3D Dice of ``model`` on slices ``idx``."""
-    probs = predict(model, data, idx)
+def evaluate(model: nn.Module, data: SliceData, idx: np.ndarray) -> dict[str, Any]:
+    """Pooled slice metrics and mean 3D Dice of ``model`` on slices ``idx`` (per class
+    and their mean when there are several: ``segmentation_metrics``)."""
+    pred = predict(model, data, idx)
     target = torch.from_numpy(np.asarray(data.masks[idx]))
-    return segmentation_metrics(probs, target, data.case[idx])
+    return segmentation_metrics(pred, target, data.case[idx], data.classes.names)
 
 
 @torch.no_grad()

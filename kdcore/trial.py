@@ -26,6 +26,7 @@ from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters, student_name, teacher_name
+from kdcore.models.teachers import network_channels
 from kdcore.progress import Log
 from kdcore.protocols import SELECT_TEST_LOSS
 from kdcore.provenance import machine, machine_text
@@ -52,16 +53,22 @@ def epoch_line(state: FitState, weights: dict[str, float]) -> str:
 
 
 def pack_masks(masks: torch.Tensor) -> str:
-    """Binary masks (K, H, W) as text (bits, base64) that travels in a trial's result."""
-    bits = np.packbits(masks.cpu().numpy().astype(np.uint8))
-    return json.dumps([list(masks.shape), base64.b64encode(bits.tobytes()).decode()])
+    """Class maps (K, H, W) as text (base64) that travels in a trial's result: bits when
+    they are binary, else one byte per pixel."""
+    values = masks.cpu().numpy().astype(np.uint8)
+    if values.max(initial=0) <= 1:
+        bits = np.packbits(values)
+        return json.dumps([list(masks.shape), base64.b64encode(bits.tobytes()).decode()])
+    return json.dumps([list(masks.shape), base64.b64encode(values.tobytes()).decode(), "u8"])
 
 
 def unpack_masks(text: str) -> np.ndarray:
-    """The masks of ``pack_masks``, as a (K, H, W) uint8 array."""
-    shape, data = json.loads(text)
-    bits = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
-    return np.unpackbits(bits)[: int(np.prod(shape))].reshape(shape)
+    """The class maps of ``pack_masks``, as a (K, H, W) uint8 array."""
+    shape, data, *kind = json.loads(text)
+    raw = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
+    if kind == ["u8"]:
+        return raw.reshape(shape).copy()
+    return np.unpackbits(raw)[: int(np.prod(shape))].reshape(shape)
 
 
 def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
@@ -145,7 +152,8 @@ def run_trial(
     data_s = time.perf_counter() - start
     label, terms = parse_variant(variant)
     torch.manual_seed(seed)
-    student = build_student(cfg.student.width).to(device)
+    channels = network_channels(cfg)
+    student = build_student(cfg.student.width, *channels).to(device)
     teacher = taps_of = None
     if terms:
         weights = teachers[teacher_dir(cfg, data, splits).name]
@@ -157,6 +165,7 @@ def run_trial(
         teacher.tap_channels if teacher is not None else None,
         cfg.student.seg_loss,
         as_dict(cfg.kd),
+        channels[1],
     ).to(device)
 
     compute = maybe_compile(objective, cfg.kd.compile)
@@ -225,12 +234,24 @@ def run_trial(
         "data_s": data_s,
         "fit_s": fit_s,
         "history": state.history,
-        "examples": pack_masks(predict(student, data, shown) > 0.5),
-        "cases": [
-            {"case": data.case_names[vid], "tp": tp, "fp": fp, "fn": fn}
-            for vid, tp, fp, fn in test["volumes"]
-        ],
+        "examples": pack_masks(predict(student, data, shown)),
+        "cases": case_counts(test, data.case_names, data.classes.names),
     }
+
+
+def case_counts(test: dict[str, Any], case_names: list[str], classes: tuple[str, ...]):
+    """Each test patient's TP / FP / FN (``segmentation_metrics``' ``volumes``), and with
+    several classes one entry per patient and class (its ``class`` named)."""
+    if len(classes) == 1:
+        return [
+            {"case": case_names[vid], "tp": tp, "fp": fp, "fn": fn}
+            for vid, tp, fp, fn in test["volumes"]
+        ]
+    return [
+        {"case": case_names[vid], "class": name, "tp": tp, "fp": fp, "fn": fn}
+        for vid, counts in test["volume_classes"].items()
+        for name, (tp, fp, fn) in zip(classes, counts, strict=True)
+    ]
 
 
 def run_trial_on_workers(

@@ -26,7 +26,7 @@ from pyarrow import fs as pafs
 from kdcore.data.sources import data_source
 from kdcore.losses import parse_variant, term_weight
 from kdcore.models import teacher_settings
-from kdcore.names import OPERATIONAL
+from kdcore.names import OPERATIONAL, drop_neutral
 from kdcore.settings import as_dict, stable_hash
 
 # Settings that name or shape a grid, or judge a finished trial, not what a trial does.
@@ -64,6 +64,7 @@ def trial_settings(cfg: DictConfig, variant: str, seed: int) -> dict[str, Any]:
     for key in (*OPERATIONAL, *GRID_KEYS):
         if key not in KEEP:
             _drop(settings, key)
+    drop_neutral(settings, cfg)
     terms = list(parse_variant(variant).terms)
     if terms:
         settings["teacher"] = teacher_settings(cfg)

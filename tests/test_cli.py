@@ -168,3 +168,26 @@ def test_ci_runs_the_readmes_test_command_and_the_slow_tests():
     command = ci[-1]
     assert command in readme  # exactly as written there
     assert command.endswith("&& pytest && pytest -m slow")  # the default run skips slow ones
+
+
+def test_multi_organ_grid_writes_per_class_tables_and_figures(tmp_path):
+    results = tmp_path / "r"
+    proc = run_cli(
+        "profile=smoke",
+        "data=phantom_organs",
+        "seeds=[0,1]",
+        "variants=[baseline,all,hinton]",
+        f"results_dir={results}",
+        f"work_dir={tmp_path / 'w'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = table_of(results, "grid")
+    assert "-5class-" in folder.name
+    report = (folder / "table.md").read_text()
+    for name in ("spleen", "kidneys", "liver", "stomach", "pancreas"):
+        assert f"### {name}" in report
+    cases = pd.read_csv(folder / "cases.csv")
+    assert set(cases["class"]) == {"spleen", "kidneys", "liver", "stomach", "pancreas"}
+    assert (folder / "classes.png").is_file() and (folder / "examples.png").is_file()
+    trials = pd.read_csv(folder / "trials.csv")
+    assert trials["dice"].between(0, 1).all()

@@ -39,11 +39,11 @@ def test_volume_dice_ignores_volumes_with_empty_truth():
 
 
 def test_all_empty_truth_gives_undefined_metrics():
-    probs = torch.tensor([[[0.9, 0.1]], [[0.1, 0.1]]])
-    m = segmentation_metrics(probs, torch.zeros(2, 1, 2), np.array([0, 1]))
+    pred = torch.tensor([[[1, 0]], [[0, 0]]])
+    m = segmentation_metrics(pred, torch.zeros(2, 1, 2), np.array([0, 1]))
     assert math.isnan(m["dice_3d"]) and math.isnan(m["recall"])
     assert (m["tp"], m["fp"], m["fn"], m["dice"]) == (0, 1, 0, 0.0)
-    m = segmentation_metrics(probs * 0, torch.zeros(2, 1, 2), np.array([0, 1]))
+    m = segmentation_metrics(pred * 0, torch.zeros(2, 1, 2), np.array([0, 1]))
     assert all(math.isnan(m[k]) for k in ("dice", "iou", "recall", "precision", "dice_3d"))
 
 
@@ -55,8 +55,11 @@ def test_volume_dice_averages_over_volumes():
     assert volume_dice(pred, target, np.array([0, 0, 1, 1])) == pytest.approx((1 + 2 / 3) / 2)
 
 
-def test_segmentation_metrics_thresholds_probabilities():
-    probs = torch.tensor([[[0.9, 0.4]]])
+def test_predict_thresholds_the_sigmoid_at_one_half():
+    from kdcore.data.classes import predicted_classes
+
+    logits = torch.tensor([[[[2.2, -0.4]]]])  # sigmoid 0.9 and 0.4
+    pred = predicted_classes(logits)
     target = torch.tensor([[[1, 1]]])
-    m = segmentation_metrics(probs, target, np.array([0]))
+    m = segmentation_metrics(pred, target, np.array([0]))
     assert (m["tp"], m["fp"], m["fn"]) == (1, 0, 1) and m["recall"] == 0.5

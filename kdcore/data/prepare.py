@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from kdcore.data.classes import BINARY, LabelClasses, label_classes
 from kdcore.data.msd import list_cases
 from kdcore.data.slices import SliceData, SliceSettings, foreground_slices, load_slices
 from kdcore.data.sources import data_source
-from kdcore.data.splits import Splits, check_foreground, make_splits
+from kdcore.data.splits import Splits, check_classes, check_foreground, make_splits
 from kdcore.errors import ConfigError
 from kdcore.progress import Log
+from kdcore.settings import as_dict
 
 
-def slice_settings(cfg: DictConfig) -> SliceSettings:
+def classes_of(cfg: DictConfig, read_manifest: bool = True) -> LabelClasses:
+    """The classes the config segments (``label_classes`` of ``cfg.data``); with neither
+    ``data.labels`` nor ``data.foreground`` set, those the dataset.json names (read only
+    with ``read_manifest``: else the binary task stands in, for checks that run before
+    the data exist)."""
+    data = as_dict(cfg.data)
+    manifest = None
+    if data.get("labels") is None and data.get("foreground") is None:
+        if not read_manifest:
+            return BINARY
+        path = dataset_root(cfg, lambda _: None) / "dataset.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read the labels of {path}: {err}") from None
+    return label_classes(data, manifest)
+
+
+def slice_settings(cfg: DictConfig, read_manifest: bool = True) -> SliceSettings:
     """How the config turns volumes into slices (window, size, label values)."""
+    classes = classes_of(cfg, read_manifest)
     return SliceSettings(
         tuple(cfg.window),
         cfg.image_size,
-        tuple(cfg.data.foreground),
-        tuple(cfg.data.background),
+        classes.values[0] if classes.binary else (1,),
+        classes.background,
         cfg.data.pixel_mm,
+        None if classes.binary else classes,
     )
 
 
@@ -53,10 +76,12 @@ def prepare_data(
     )
     has_fg = foreground_slices(data)
     if not has_fg.any():
+        values = sorted(v for vs in data.classes.values for v in vs)
         raise ConfigError(
-            f"no label of {root} has a foreground voxel (label values "
-            f"data.foreground={list(cfg.data.foreground)}): every metric would be undefined; "
-            "check that the labels hold the organ and that data.foreground lists its values"
+            f"no label of {root} has a foreground voxel (label values {values}): every "
+            "metric would be undefined; check that the labels hold the organ and that "
+            "data.foreground (or data.labels) lists its values"
         )
     check_foreground(has_fg, splits, data.case, data.case_names)
+    check_classes(data.masks, splits, data.classes.names, data.case, data.case_names)
     return data, splits

@@ -13,13 +13,8 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage, Orientation, Resize, ScaleIntensityRange
 
-from kdcore.data.checks import (
-    check_image,
-    check_pair,
-    check_slice_size,
-    label_mask,
-    read_volume,
-)
+from kdcore.data.checks import check_image, check_pair, check_slice_size, read_volume
+from kdcore.data.classes import BINARY, LabelClasses
 from kdcore.data.msd import Case
 from kdcore.errors import ConfigError
 from kdcore.io import cached_dir
@@ -33,7 +28,8 @@ class SliceSettings:
 
     Label voxels whose value is in ``foreground`` become 1, those in ``background`` 0;
     any other label value is an error (e.g. a multi-organ label map needs
-    ``foreground=(1,), background=(0, 2, 3)``).
+    ``foreground=(1,), background=(0, 2, 3)``). ``classes`` (several classes) replaces
+    them both: each voxel becomes its class index (``LabelClasses.class_map``).
 
     ``pixel_mm`` None (the thesis): every slice is resized to ``image_size`` x
     ``image_size`` whatever its pixel spacing. A number: slices are resampled to that
@@ -46,6 +42,27 @@ class SliceSettings:
     foreground: tuple[int, ...] = (1,)
     background: tuple[int, ...] = (0,)
     pixel_mm: float | None = None
+    classes: LabelClasses | None = None
+
+    @property
+    def label_classes(self) -> LabelClasses:
+        """The classes of the masks: ``classes``, or the binary task of ``foreground``."""
+        if self.classes is not None:
+            return self.classes
+        return LabelClasses(BINARY.names, (self.foreground,), self.background)
+
+    def key(self) -> dict:
+        """What the slices depend on: the binary task keeps the keys it always had."""
+        settings = asdict(self)
+        classes = settings.pop("classes")
+        if self.classes is not None and not self.classes.binary:
+            settings.pop("foreground")
+            settings["background"] = list(self.classes.background)
+            settings["classes"] = dict(zip(classes["names"], classes["values"], strict=True))
+        elif self.classes is not None:
+            settings["foreground"] = classes["values"][0]
+            settings["background"] = classes["background"]
+        return settings
 
     def __post_init__(self):
         if self.pixel_mm is not None:
@@ -91,7 +108,8 @@ class SliceSettings:
 class SliceData:
     """All slices of a dataset, in case order then z order.
 
-    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 in {0, 1}; H and W are
+    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 class indices (0 the
+    background; {0, 1} for the binary task), of the ``classes``; H and W are
     the volume's x and y axes in RAS orientation (x increasing towards the patient's
     right, y towards anterior).
     case: (N,) index into ``case_names`` of each slice's volume; z: (N,) slice index in
@@ -104,6 +122,7 @@ class SliceData:
     z: np.ndarray
     case_names: list[str]
     key: str
+    classes: LabelClasses = BINARY
 
     def __len__(self) -> int:
         return len(self.case)
@@ -142,13 +161,13 @@ def preprocess_volume(
     image = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image.float())
     shape = (*inplane, image.shape[-1])
     image = Resize(shape, mode="trilinear", align_corners=False)(image[None])[0]
-    mask = label_mask(label, settings.foreground, settings.background, label_path)
+    mask = settings.label_classes.class_map(label, label_path)
     label = Resize(shape, mode=label_mode)(mask[None].float())[0]
     image, label = torch.as_tensor(image), torch.as_tensor(label)
     if settings.pixel_mm is not None:
         image, label = _crop_or_pad(image, size, 0.0), _crop_or_pad(label, size, 0.0)
     image = image.permute(2, 0, 1).numpy().astype(np.float16)
-    label = (label.permute(2, 0, 1).numpy() > 0.5).astype(np.uint8)
+    label = label.permute(2, 0, 1).numpy().round().astype(np.uint8)  # nearest: exact
     return image, label
 
 
@@ -203,7 +222,7 @@ def cache_key(cases: list[Case], settings: SliceSettings) -> str:
         for path in (case.image, case.label):
             stat = path.stat()
             files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    blob = json.dumps([CACHE_VERSION, asdict(settings), files], sort_keys=True)
+    blob = json.dumps([CACHE_VERSION, settings.key(), files], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -227,11 +246,13 @@ def load_slices(
     meta = json.loads((folder / "meta.json").read_text())
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("images", "masks")}
     arrays.update({n: np.load(folder / f"{n}.npy") for n in ("case", "z")})
-    return SliceData(case_names=meta["case_names"], key=key, **arrays)
+    return SliceData(
+        case_names=meta["case_names"], key=key, classes=settings.label_classes, **arrays
+    )
 
 
 def foreground_slices(data: SliceData) -> np.ndarray:
-    """(N,) bool: whether each slice's mask holds a foreground voxel."""
+    """(N,) bool: whether each slice's mask holds a voxel of any class."""
     masks = np.asarray(data.masks)
     return masks.reshape(len(masks), -1).any(axis=1)
 
@@ -268,5 +289,5 @@ def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> No
     arrays = {"images": images, "masks": masks, "case": case_ids, "z": zs}
     for name, parts in arrays.items():
         np.save(folder / f"{name}.npy", np.concatenate(parts))
-    meta = {"case_names": [c.name for c in cases], "settings": asdict(settings)}
+    meta = {"case_names": [c.name for c in cases], "settings": settings.key()}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -139,6 +139,32 @@ def check_foreground(
         )
 
 
+def check_classes(
+    masks: np.ndarray,
+    splits: Splits,
+    names: tuple[str, ...],
+    slice_case: np.ndarray,
+    case_names: list[str],
+) -> None:
+    """With several classes, every class appears in every part of ``splits``.
+
+    masks: (N, H, W) class indices (class k is ``names[k - 1]``). ConfigError naming the
+    class, the part and what to do (or to merge or drop the class in data.labels).
+    """
+    if len(names) < 2:
+        return
+    flat = np.asarray(masks).reshape(len(masks), -1)
+    for k, name in enumerate(names, start=1):
+        has = (flat == k).any(axis=1)
+        try:
+            check_foreground(has, splits, slice_case, case_names)
+        except ConfigError as err:
+            raise ConfigError(
+                f"class {name!r}: {err} (or merge the class with another, or drop it, in "
+                "data.labels)"
+            ) from None
+
+
 def example_slices(
     slice_case: np.ndarray, masks: np.ndarray, idx: np.ndarray, count: int = 4
 ) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdcore.losses.maps import resize_to
-from kdcore.losses.registry import FEATURE_SCALES, register_method
+from kdcore.losses.registry import FEATURE_SCALES, LOGITS, register_method
 
 
 def channel_wise_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -21,14 +21,21 @@ def channel_wise_kl(student: Tensor, teacher: Tensor, temperature: float) -> Ten
     return kl.mean() * temperature**2
 
 
-@register_method("cwd", FEATURE_SCALES, channels=True, temperature="cwd_temperature")
+@register_method("cwd", (*FEATURE_SCALES, *LOGITS), channels=True, temperature="cwd_temperature")
 class ChannelWiseLoss(nn.Module):
     """CWD on feature maps: a trained 1x1 conv aligns the student's channels to the
-    teacher's (as in the paper), the teacher map is resized to the student's grid."""
+    teacher's (as in the paper), the teacher map is resized to the student's grid. On
+    the logits (``cwd@logits``, the paper's own use in segmentation: one spatial
+    distribution per class), whose channels are the same classes, nothing is aligned."""
 
-    def __init__(self, teacher_channels: int, student_channels: int, temperature: float = 4.0):
+    def __init__(
+        self, teacher_channels: int | None, student_channels: int | None, temperature: float = 4.0
+    ):
         super().__init__()
-        self.align = nn.Conv2d(student_channels, teacher_channels, 1)
+        if teacher_channels is None or student_channels is None:  # the logits
+            self.align: nn.Module = nn.Identity()
+        else:
+            self.align = nn.Conv2d(student_channels, teacher_channels, 1)
         self.temperature = temperature
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:

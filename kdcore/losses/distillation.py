@@ -137,6 +137,7 @@ class DistillationLoss(nn.Module):
         weights: weight per term (or per method), plus ``seg``.
         student_channels / teacher_channels: channels of the taps (``UNet.tap_channels``).
         seg_loss: ``dice`` or ``dicebce``.
+        out_channels: logit channels (1: one class; else background and each class).
         settings: the methods' temperatures and modes by ``kd`` config key
             (``DEFAULT_SETTINGS``); a ``kd`` config section can be passed as it is.
     """
@@ -149,12 +150,13 @@ class DistillationLoss(nn.Module):
         teacher_channels: Mapping[str, int] | None = None,
         seg_loss: str = "dice",
         settings: Mapping[str, Any] = DEFAULT_SETTINGS,
+        out_channels: int = 1,
     ):
         super().__init__()
         self.terms = tuple(terms)
         self.weights = {"seg": float(weights["seg"])}
         self.weights.update({t: term_weight(weights, t) for t in self.terms})
-        self.seg = build_seg_loss(seg_loss)
+        self.seg = build_seg_loss(seg_loss, out_channels)
         self.kd = nn.ModuleDict()
         self.taps: dict[str, str] = {}
         self.uses_target: dict[str, bool] = {}
@@ -181,7 +183,8 @@ class DistillationLoss(nn.Module):
         target: Tensor,
         teacher: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """student/teacher: tap dicts from ``UNet.forward``; target: (B, 1, H, W) in {0, 1}.
+        """student/teacher: tap dicts from ``UNet.forward``; target: (B, 1, H, W) class
+        indices ({0, 1} for one class).
 
         Returns the total loss and the unweighted, detached value of each term (for logging;
         kept as tensors so that a compiled graph does not break on ``.item()``).

@@ -1,4 +1,4 @@
-"""Hinton et al. (2015) logit distillation, binary form."""
+"""Hinton et al. (2015) logit distillation: soft targets per pixel."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from kdcore.losses.registry import LOGITS, register_method
 
 @register_method("hinton", LOGITS, temperature="pmd_temperature")
 class HintonLoss(nn.Module):
-    """Soft-target binary cross-entropy at temperature T, times T^2.
+    """Soft-target cross-entropy at temperature T, times T^2, averaged over pixels.
 
-    ``BCE(sigmoid(s/T), target=sigmoid(t/T))`` per pixel, averaged. It differs from the
+    One class: ``BCE(sigmoid(s/T), target=sigmoid(t/T))``; more: the cross-entropy of
+    ``softmax(s/T)`` against ``softmax(t/T)`` over the channels. It differs from the
     prediction-map KL only by the teacher's entropy, a constant for the student: same
     gradients, but the value does not reach 0 when the maps agree.
     """
@@ -23,7 +24,10 @@ class HintonLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        """Both (B, 1, H, W) logits -> scalar."""
+        """Both (B, C, H, W) logits -> scalar."""
         t = resize_to(teacher_logits, student_logits) / self.temperature
         s = student_logits / self.temperature
-        return F.binary_cross_entropy_with_logits(s, t.sigmoid()) * self.temperature**2
+        if s.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(s, t.sigmoid()) * self.temperature**2
+        soft = -(t.softmax(1) * s.log_softmax(1)).sum(1).mean()
+        return soft * self.temperature**2

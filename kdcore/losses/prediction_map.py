@@ -1,4 +1,4 @@
-"""Prediction-map distillation for single-logit (binary) segmentation."""
+"""Prediction-map distillation: the KL between teacher and student class probabilities."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ def bernoulli_kl_with_logits(student: Tensor, teacher: Tensor, temperature: floa
     return kl.mean() * temperature**2
 
 
+def softmax_kl_with_logits(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Mean over pixels of KL(softmax(t/T) || softmax(s/T)) over the channel axis, times
+    T^2. student, teacher: logits (B, C, H, W) with C >= 2."""
+    t = (teacher / temperature).log_softmax(1)
+    s = (student / temperature).log_softmax(1)
+    return (t.exp() * (t - s)).sum(1).mean() * temperature**2
+
+
+def prediction_map_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """The KL of the class probabilities, times T^2: the Bernoulli KL of one logit (the
+    binary task) or the softmax KL over the channels of more. (The Bernoulli KL of
+    logit x is the softmax KL of the logit pair (0, x).)"""
+    if student.shape[1] == 1:
+        return bernoulli_kl_with_logits(student, teacher, temperature)
+    return softmax_kl_with_logits(student, teacher, temperature)
+
+
 def reference_softmax_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """The reference code's prediction-map loss: KL between softmaxes over the channel
     axis, times T^2. With one output channel both softmaxes are 1 everywhere, so it is
@@ -39,7 +56,8 @@ PMD_MODES = ("kl", "reference")
 
 @register_method("pmd", LOGITS, temperature="pmd_temperature", modes={"mode": "pmd_mode"})
 class PredictionMapLoss(nn.Module):
-    """Temperature-scaled Bernoulli KL between teacher and student prediction maps.
+    """Temperature-scaled KL between teacher and student prediction maps
+    (``prediction_map_kl``: Bernoulli for one class, softmax over more).
 
     ``mode="reference"`` (``kd.pmd_mode``, the thesis protocol) computes what the
     reference code computed instead: ``reference_softmax_kl``, identically zero.
@@ -53,8 +71,8 @@ class PredictionMapLoss(nn.Module):
         self.mode = mode
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        """Both (B, 1, H, W); the teacher map is resized if its grid differs."""
+        """Both (B, C, H, W); the teacher map is resized if its grid differs."""
         teacher_logits = resize_to(teacher_logits, student_logits)
         if self.mode == "reference":
             return reference_softmax_kl(student_logits, teacher_logits, self.temperature)
-        return bernoulli_kl_with_logits(student_logits, teacher_logits, self.temperature)
+        return prediction_map_kl(student_logits, teacher_logits, self.temperature)

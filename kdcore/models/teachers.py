@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from kdcore.data.prepare import classes_of
 from kdcore.errors import ConfigError, registry_entry
 from kdcore.models.transunet import TransUNet
 from kdcore.models.unet import build_teacher
@@ -61,10 +62,27 @@ def _t2_name(cfg: DictConfig) -> str:
     return "T2" if paper else f"T2(w{t2.width},h{t2.hidden},L{t2.layers})"
 
 
+def network_channels(cfg: DictConfig) -> tuple[int, int]:
+    """(input, logit) channels of the config's networks: 3 input channels (the grey slice
+    repeated, as the thesis), and 1 logit for one class or background + each class."""
+    return 3, classes_of(cfg).out_channels
+
+
+def _t1_build(cfg: DictConfig) -> nn.Module:
+    return build_teacher(cfg.teacher.width, cfg.teacher.depth, *network_channels(cfg))
+
+
 def _t2_build(cfg: DictConfig) -> nn.Module:
     t2 = cfg.teacher.t2
     return TransUNet(
-        t2.width, tuple(t2.blocks), t2.hidden, t2.layers, t2.heads, t2.mlp, cfg.image_size
+        t2.width,
+        tuple(t2.blocks),
+        t2.hidden,
+        t2.layers,
+        t2.heads,
+        t2.mlp,
+        cfg.image_size,
+        *network_channels(cfg),
     )
 
 
@@ -92,7 +110,7 @@ def _t2_check(cfg: DictConfig) -> None:
 TEACHERS: dict[str, TeacherArch] = {
     # the thesis's multi-task U-Net of teacher.width and teacher.depth
     "t1": TeacherArch(
-        lambda cfg: build_teacher(cfg.teacher.width, cfg.teacher.depth),
+        _t1_build,
         _t1_settings,
         _t1_name,
         _t1_check,

@@ -106,6 +106,8 @@ class TransUNet(nn.Module):
         blocks: bottleneck blocks of the three ResNet stages (R50: 3, 4, 9).
         hidden, layers, heads, mlp: the transformer (ViT-B: 768, 12, 12, 3072).
         image_size: input side, divisible by 16; fixes the number of position embeddings.
+        in_channels: input channels (3: the grey slice repeated; else one per modality).
+        out_channels: logit channels (1: one class; else background and each class).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class TransUNet(nn.Module):
         mlp: int,
         image_size: int,
         in_channels: int = 3,
+        out_channels: int = 1,
     ):
         super().__init__()
         if image_size % PATCH_STRIDE:
@@ -143,7 +146,7 @@ class TransUNet(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(hidden, heads, mlp) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
         widths = c[:4]  # skips at 1/1, 1/2, 1/4, 1/8
-        self.seg_decoder = Decoder(widths, hidden, 2, out_channels=1)
+        self.seg_decoder = Decoder(widths, hidden, 2, out_channels=out_channels)
         self.recon_decoder = Decoder(widths, hidden, 2, out_channels=in_channels)
         self.enc_channels, self.hidden = c[2], hidden
 

@@ -6,7 +6,8 @@ any scale without hooks:
 - ``enc``: encoder output after the second pooling,
 - ``bottleneck``: the deepest features,
 - ``dec``: the last decoder features (before the 1x1 head),
-- ``logits``: the 1-channel segmentation logits,
+- ``logits``: the segmentation logits (1 channel for one class, else background and
+  each class),
 - ``recon`` (teacher only, when asked for): the 3-channel reconstruction.
 """
 
@@ -64,7 +65,8 @@ class UNet(nn.Module):
         bottleneck: channels of the bottleneck (T1: 1024).
         convs: conv+BN+ReLU layers per block (T1: 2, students: 1).
         reconstruction: add a decoder of identical shape ending in a 3-channel head.
-        in_channels: input channels (3: the grey slice repeated).
+        in_channels: input channels (3: the grey slice repeated; else one per modality).
+        out_channels: logit channels (1: one class; else background and each class).
 
     Input spatial size must be divisible by ``2 ** len(widths)``.
     """
@@ -76,6 +78,7 @@ class UNet(nn.Module):
         convs: int,
         reconstruction: bool = False,
         in_channels: int = 3,
+        out_channels: int = 1,
     ):
         super().__init__()
         if len(widths) < 2:
@@ -88,7 +91,7 @@ class UNet(nn.Module):
             c = w
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = conv_block(c, bottleneck, convs)
-        self.seg_decoder = Decoder(widths, bottleneck, convs, out_channels=1)
+        self.seg_decoder = Decoder(widths, bottleneck, convs, out_channels)
         self.recon_decoder = (
             Decoder(widths, bottleneck, convs, out_channels=in_channels) if reconstruction else None
         )
@@ -120,21 +123,25 @@ class UNet(nn.Module):
         return taps
 
 
-def build_teacher(width: int = 64, depth: int = 4) -> UNet:
+def build_teacher(
+    width: int = 64, depth: int = 4, in_channels: int = 3, out_channels: int = 1
+) -> UNet:
     """Multi-task teacher T1: widths width*(1, 2, 4, ...) over ``depth`` levels, two decoders.
 
-    ``width=64, depth=4`` is the thesis's T1 (43,236,036 parameters).
+    ``width=64, depth=4`` (3 input channels, 1 class) is the thesis's T1 (43,236,036
+    parameters).
     """
     widths = [width * 2**i for i in range(depth)]
-    return UNet(widths, bottleneck=width * 2**depth, convs=2, reconstruction=True)
+    return UNet(widths, width * 2**depth, 2, True, in_channels, out_channels)
 
 
-def build_student(width: int = 16) -> UNet:
+def build_student(width: int = 16, in_channels: int = 3, out_channels: int = 1) -> UNet:
     """Student of the thesis's shape: 2 levels, one conv per block, bottleneck 4x width.
 
-    ``width=16`` is S1 "U-Net-S" (57,297 parameters), ``width=32`` is S2 "U-Net" (227,233).
+    ``width=16`` is S1 "U-Net-S" (57,297 parameters), ``width=32`` is S2 "U-Net" (227,233),
+    both with 3 input channels and 1 class.
     """
-    return UNet([width, 2 * width], bottleneck=4 * width, convs=1)
+    return UNet([width, 2 * width], 4 * width, 1, False, in_channels, out_channels)
 
 
 def count_parameters(model: nn.Module) -> int:
