@@ -159,6 +159,7 @@ RULES: dict[str, Rule] = {
     "data.name": one_of(*DATASETS),
     "data.root": TEXT,
     "data.download": BOOLEAN,
+    "data.task": TEXT,
     "data.foreground": optional(list_of(integer(0), min_length=1)),
     "data.labels": Rule(
         "null, or a mapping of class names to a label value or a list of them, "

@@ -110,6 +110,8 @@ def example_masks(cfg: DictConfig, rows: list[dict], teachers: dict[str, dict]) 
         return np.flip(np.swapaxes(np.asarray(slices), 1, 2), axis=(1, 2))
 
     images = np.asarray(data.images[shown], dtype=np.float32)
+    if images.ndim == 4:  # several modalities: the first is shown
+        images = images[:, 0]
     return {
         "images": radiological(images),
         "truth": radiological(data.masks[shown]),

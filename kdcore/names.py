@@ -158,11 +158,13 @@ def results_hash(cfg: DictConfig) -> str:
 
 
 def data_name(cfg: DictConfig) -> str:
-    """``data.name``, with the number of classes when there are several: 'phantom-5class'."""
+    """``data.name`` (and ``data.task``), with the number of classes when there are
+    several: 'phantom-5class', 'msd-Task03_Liver-all-labels'."""
+    name = "-".join(str(p) for p in (cfg.data.name, cfg.data.get("task")) if p)
     if cfg.data.get("labels") is None and cfg.data.get("foreground") is None:
-        return f"{cfg.data.name}-all-labels"
+        return f"{name}-all-labels"
     classes = classes_of(cfg, read_manifest=False)
-    return cfg.data.name if classes.binary else f"{cfg.data.name}-{len(classes.names)}class"
+    return name if classes.binary else f"{name}-{len(classes.names)}class"
 
 
 def table_settings(cfg: DictConfig) -> dict[str, str | float]:

@@ -37,7 +37,10 @@ def rank_share(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
 def to_tensors(
     data: SliceData, idx: np.ndarray, device: torch.device | str = "cpu"
 ) -> tuple[Tensor, Tensor]:
-    """Slices ``idx`` -> images (B, 3, H, W) (grey repeated) and masks (B, 1, H, W), float32."""
-    x = torch.from_numpy(np.asarray(data.images[idx], dtype=np.float32))[:, None]
+    """Slices ``idx`` -> images (B, 3, H, W) (one grey modality, repeated; with M > 1
+    modalities (B, M, H, W)) and masks (B, 1, H, W) of class indices, float32."""
+    x = torch.from_numpy(np.asarray(data.images[idx], dtype=np.float32))
     y = torch.from_numpy(np.asarray(data.masks[idx], dtype=np.float32))[:, None]
-    return x.to(device).expand(-1, 3, -1, -1), y.to(device)
+    if x.ndim == 4:
+        return x.to(device), y.to(device)
+    return x[:, None].to(device).expand(-1, 3, -1, -1), y.to(device)

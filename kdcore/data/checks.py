@@ -53,8 +53,10 @@ def read_volume(loader: Callable[[Path], torch.Tensor], path: Path, role: str) -
         ) from None
 
 
-def check_image(image: torch.Tensor, path: Path) -> None:
-    """A 3D (X, Y, Z) volume with voxels, all finite (its size: ``check_slice_size``)."""
+def check_image(image: torch.Tensor, path: Path, modalities: tuple[str, ...] = ()) -> None:
+    """A 3D (X, Y, Z) volume, or (X, Y, Z, M) with one channel per modality when the
+    dataset.json names M > 1 ``modalities``, with voxels, all finite (its size:
+    ``check_slice_size``)."""
     shape = tuple(image.shape)
     if image.numel() == 0:
         # MONAI flattens an empty volume; its header still has the shape, e.g. (512, 512, 0)
@@ -64,7 +66,22 @@ def check_image(image: torch.Tensor, path: Path) -> None:
             "e.g. zero slices); re-export it as a 3D (X, Y, Z) volume or remove the case "
             "from dataset.json"
         )
-    if image.ndim != 3:
+    if len(modalities) > 1:
+        if image.ndim != 4 or image.shape[3] != len(modalities):
+            found = image.shape[3] if image.ndim == 4 else 1
+            raise ConfigError(
+                f"image {path} has shape {shape}: {found} modality channel(s), but the "
+                f"dataset.json names {len(modalities)} ({', '.join(modalities)}); every "
+                "image must hold each modality on its 4th axis: re-export it or fix the "
+                "'modality' block of dataset.json"
+            )
+    elif image.ndim == 4 and image.shape[3] > 1:
+        raise ConfigError(
+            f"image {path} has shape {shape}: {image.shape[3]} channels on its 4th axis, but "
+            "the dataset.json names one modality; list each in its 'modality' block "
+            '({"0": "T2", "1": "ADC"}) or re-export the image as 3D'
+        )
+    elif image.ndim != 3:
         raise ConfigError(
             f"image {path} has shape {shape}; expected a 3D (X, Y, Z) volume of axial "
             "slices: re-export it as 3D or remove the case from dataset.json"

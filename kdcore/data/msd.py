@@ -20,6 +20,19 @@ from kdcore.errors import ConfigError
 from kdcore.io import file_digest
 
 SPLEEN_TASK = "Task09_Spleen"
+# The Decathlon's ten tasks (http://medicaldecathlon.com).
+TASKS = (
+    "Task01_BrainTumour",
+    "Task02_Heart",
+    "Task03_Liver",
+    "Task04_Hippocampus",
+    "Task05_Prostate",
+    "Task06_Lung",
+    "Task07_Pancreas",
+    "Task08_HepaticVessel",
+    SPLEEN_TASK,
+    "Task10_Colon",
+)
 
 
 @dataclass(frozen=True)
@@ -112,35 +125,37 @@ def _duplicate(manifest: Path, role: str, listed: list[str], i: int, j: int, wha
     )
 
 
-def locate_msd_spleen(root: str | Path, download: bool = False) -> Path:
-    """Find Task09_Spleen under ``root`` (or ``root`` itself); download it if asked.
+def locate_msd_task(root: str | Path, task: str = SPLEEN_TASK, download: bool = False) -> Path:
+    """Find the MSD ``task`` (e.g. Task03_Liver) under ``root`` (or ``root`` itself);
+    download it if asked.
 
     Without the data and without ``download`` this raises a ConfigError saying how to
-    get it; so does a failed download, after removing what it created.
+    get it; so does a failed download, after removing what it created, and a task name
+    that is not one of the Decathlon's ten (``TASKS``) when it must be downloaded.
     """
     root = Path(root)
-    for candidate in (root, root / SPLEEN_TASK):
+    for candidate in (root, root / task):
         if (candidate / "dataset.json").is_file():
             return candidate
     if download:
-        return download_msd_spleen(root)
+        return download_msd_task(root, task)
     raise ConfigError(
-        f"MSD {SPLEEN_TASK} not found under {root}. {_by_hand(root)}, point "
+        f"MSD {task} not found under {root}. {_by_hand(root, task)}, point "
         "data.root at it (data.root=/path/to/folder), or add data.download=true on a "
         "machine with internet"
     )
 
 
-def _by_hand(root: Path) -> str:
+def _by_hand(root: Path, task: str) -> str:
     return (
-        f"Download {SPLEEN_TASK}.tar from http://medicaldecathlon.com and extract it under "
-        f"{root} (giving {root / SPLEEN_TASK / 'dataset.json'})"
+        f"Download {task}.tar from http://medicaldecathlon.com and extract it under "
+        f"{root} (giving {root / task / 'dataset.json'})"
     )
 
 
-def download_msd_spleen(root: Path) -> Path:
-    """Download and extract Task09_Spleen into ``root`` (MONAI's ``download_and_extract``,
-    md5-checked); returns ``root/Task09_Spleen``.
+def download_msd_task(root: Path, task: str = SPLEEN_TASK) -> Path:
+    """Download and extract the MSD ``task`` into ``root`` (MONAI's
+    ``download_and_extract``, md5-checked); returns ``root/<task>``.
 
     On failure (no network, a bad archive...) whatever the download created is removed
     (``root`` itself if it did not exist) and a ConfigError says why and how to place
@@ -148,21 +163,26 @@ def download_msd_spleen(root: Path) -> Path:
     """
     from monai.apps import DecathlonDataset, download_and_extract
 
-    url = DecathlonDataset.resource[SPLEEN_TASK]
-    archive, task = root / f"{SPLEEN_TASK}.tar", root / SPLEEN_TASK
+    if task not in DecathlonDataset.resource:
+        raise ConfigError(
+            f"data.task={task!r} is not a Medical Segmentation Decathlon task; choose one of "
+            f"{', '.join(TASKS)} (or place any MSD-layout folder under data.root)"
+        )
+    url = DecathlonDataset.resource[task]
+    archive, folder = root / f"{task}.tar", root / task
     missing = [p for p in (root, *root.parents) if not p.exists()]
-    new = [p for p in (archive, task) if not p.exists()]
+    new = [p for p in (archive, folder) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
     try:
         download_and_extract(
             url=url,
             filepath=archive,
             output_dir=root,
-            hash_val=DecathlonDataset.md5[SPLEEN_TASK],
+            hash_val=DecathlonDataset.md5[task],
             hash_type="md5",
         )
-        if not (task / "dataset.json").is_file():
-            raise RuntimeError(f"the archive has no {SPLEEN_TASK}/dataset.json")
+        if not (folder / "dataset.json").is_file():
+            raise RuntimeError(f"the archive has no {task}/dataset.json")
     except BaseException as err:
         for path in [missing[-1]] if missing else new:
             if path.is_dir():
@@ -172,11 +192,11 @@ def download_msd_spleen(root: Path) -> Path:
         if not isinstance(err, Exception):
             raise  # an interrupt: cleaned up, and still an interrupt
         raise ConfigError(
-            f"downloading MSD {SPLEEN_TASK} from {url} failed: {_one_line(err)}. Place the "
-            f"data by hand: {_by_hand(root)} on a machine with internet, then run "
+            f"downloading MSD {task} from {url} failed: {_one_line(err)}. Place the "
+            f"data by hand: {_by_hand(root, task)} on a machine with internet, then run "
             "the same command again"
         ) from None
-    return task
+    return folder
 
 
 def _one_line(err: BaseException) -> str:

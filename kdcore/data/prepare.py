@@ -17,6 +17,15 @@ from kdcore.progress import Log
 from kdcore.settings import as_dict
 
 
+def dataset_manifest(cfg: DictConfig) -> dict:
+    """The configured dataset's dataset.json."""
+    path = dataset_root(cfg, lambda _: None) / "dataset.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+
+
 def classes_of(cfg: DictConfig, read_manifest: bool = True) -> LabelClasses:
     """The classes the config segments (``label_classes`` of ``cfg.data``); with neither
     ``data.labels`` nor ``data.foreground`` set, those the dataset.json names (read only
@@ -27,16 +36,32 @@ def classes_of(cfg: DictConfig, read_manifest: bool = True) -> LabelClasses:
     if data.get("labels") is None and data.get("foreground") is None:
         if not read_manifest:
             return BINARY
-        path = dataset_root(cfg, lambda _: None) / "dataset.json"
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot read the labels of {path}: {err}") from None
+        manifest = dataset_manifest(cfg)
     return label_classes(data, manifest)
 
 
+def modalities_of(cfg: DictConfig, read_manifest: bool = True) -> tuple[str, ...]:
+    """The image modalities the dataset.json names (its ``modality`` block, in key
+    order), or () for one CT modality (the thesis's case: one grey slice, HU window),
+    also when there is no such block or ``read_manifest`` is off."""
+    if not read_manifest:
+        return ()
+    block = dataset_manifest(cfg).get("modality")
+    if not isinstance(block, dict) or not block:
+        return ()
+    try:
+        names = tuple(str(block[k]) for k in sorted(block, key=int))
+    except ValueError:
+        raise ConfigError(
+            f'the dataset.json \'modality\' keys must be channel numbers ("0", "1", ...), '
+            f"got {sorted(block)}"
+        ) from None
+    return () if names == ("CT",) else names
+
+
 def slice_settings(cfg: DictConfig, read_manifest: bool = True) -> SliceSettings:
-    """How the config turns volumes into slices (window, size, label values)."""
+    """How the config turns volumes into slices (window, size, label values, the
+    modalities' normalisation)."""
     classes = classes_of(cfg, read_manifest)
     return SliceSettings(
         tuple(cfg.window),
@@ -44,7 +69,8 @@ def slice_settings(cfg: DictConfig, read_manifest: bool = True) -> SliceSettings
         classes.values[0] if classes.binary else (1,),
         classes.background,
         cfg.data.pixel_mm,
-        None if classes.binary else classes,
+        classes,
+        modalities_of(cfg, read_manifest),
     )
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.transforms import LoadImage, Orientation, Resize, ScaleIntensityRange
+from monai.transforms import (
+    LoadImage,
+    Orientation,
+    Resize,
+    ScaleIntensityRange,
+    ScaleIntensityRangePercentiles,
+)
 
 from kdcore.data.checks import check_image, check_pair, check_slice_size, read_volume
 from kdcore.data.classes import BINARY, LabelClasses
@@ -31,6 +37,10 @@ class SliceSettings:
     ``foreground=(1,), background=(0, 2, 3)``). ``classes`` (several classes) replaces
     them both: each voxel becomes its class index (``LabelClasses.class_map``).
 
+    ``modalities`` () is one CT image per case, scaled by the HU ``window``; else the
+    images' channels (a 4D NIfTI's last axis), in order: a "CT" channel scaled by the
+    window, any other (MR) by its volume's 0.5th and 99.5th percentiles.
+
     ``pixel_mm`` None (the thesis): every slice is resized to ``image_size`` x
     ``image_size`` whatever its pixel spacing. A number: slices are resampled to that
     in-plane spacing (mm), then centre-cropped or zero-padded to ``image_size`` x
@@ -43,6 +53,7 @@ class SliceSettings:
     background: tuple[int, ...] = (0,)
     pixel_mm: float | None = None
     classes: LabelClasses | None = None
+    modalities: tuple[str, ...] = ()
 
     @property
     def label_classes(self) -> LabelClasses:
@@ -55,6 +66,8 @@ class SliceSettings:
         """What the slices depend on: the binary task keeps the keys it always had."""
         settings = asdict(self)
         classes = settings.pop("classes")
+        if not settings["modalities"]:
+            settings.pop("modalities")
         if self.classes is not None and not self.classes.binary:
             settings.pop("foreground")
             settings["background"] = list(self.classes.background)
@@ -108,8 +121,9 @@ class SliceSettings:
 class SliceData:
     """All slices of a dataset, in case order then z order.
 
-    images: (N, H, W) float16 in [0, 1]; masks: (N, H, W) uint8 class indices (0 the
-    background; {0, 1} for the binary task), of the ``classes``; H and W are
+    images: (N, H, W) float16 in [0, 1] (N, M, H, W with M > 1 modalities); masks:
+    (N, H, W) uint8 class indices (0 the background; {0, 1} for the binary task), of the
+    ``classes``; H and W are
     the volume's x and y axes in RAS orientation (x increasing towards the patient's
     right, y towards anterior).
     case: (N,) index into ``case_names`` of each slice's volume; z: (N,) slice index in
@@ -134,13 +148,14 @@ def preprocess_volume(
     settings: SliceSettings,
     label_path: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(X, Y, Z) HU volume and label -> (Z, S, S) float16 images and uint8 masks.
+    """(X, Y, Z) HU volume (or (M, X, Y, Z), one channel per modality) and label ->
+    (Z, S, S) (or (Z, M, S, S)) float16 images and uint8 masks.
 
     The volumes are sliced as given: ``read_case`` has reoriented them to RAS. Image:
-    window clipped and scaled to [0, 1], bilinear resize. Label: values mapped to
-    {0, 1} by ``settings.foreground`` / ``settings.background`` (ConfigError naming
-    ``label_path`` on any other value), then nearest resize (the reference's linear
-    interpolation gave soft label edges). The z axis is never resampled.
+    each channel scaled to [0, 1] (``_normalise``: the HU window for CT), bilinear
+    resize. Label: values mapped to class indices by ``settings.label_classes``
+    (ConfigError naming ``label_path`` on any other value), then nearest resize (the
+    reference's linear interpolation gave soft label edges). The z axis is never resampled.
 
     With ``settings.pixel_mm`` the in-plane resize is to that spacing (taken from the
     image's affine: a MONAI MetaTensor), then the slices are centre-cropped or padded to
@@ -154,21 +169,38 @@ def preprocess_volume(
         spacing = inplane_spacing(image)
         inplane = tuple(
             max(1, round(n * mm / settings.pixel_mm))
-            for n, mm in zip(image.shape[:2], spacing, strict=True)
+            for n, mm in zip(image.shape[-3:-1], spacing, strict=True)
         )
         # nearest-exact samples the same pixel centres as the image's bilinear resize
         label_mode = "nearest-exact"
-    image = ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(image.float())
+    channels = image.float() if image.ndim == 4 else image.float()[None]  # (M, X, Y, Z)
+    image = torch.stack(
+        [
+            _normalise(channel, name, (lo, hi))
+            for channel, name in zip(channels, settings.modalities or ("CT",), strict=True)
+        ]
+    )
     shape = (*inplane, image.shape[-1])
-    image = Resize(shape, mode="trilinear", align_corners=False)(image[None])[0]
+    image = Resize(shape, mode="trilinear", align_corners=False)(image)
     mask = settings.label_classes.class_map(label, label_path)
     label = Resize(shape, mode=label_mode)(mask[None].float())[0]
     image, label = torch.as_tensor(image), torch.as_tensor(label)
     if settings.pixel_mm is not None:
-        image, label = _crop_or_pad(image, size, 0.0), _crop_or_pad(label, size, 0.0)
-    image = image.permute(2, 0, 1).numpy().astype(np.float16)
+        image = torch.stack([_crop_or_pad(c, size, 0.0) for c in image])
+        label = _crop_or_pad(label, size, 0.0)
+    # (Z, S, S) for one modality, (Z, M, S, S) for more
+    image = image.permute(3, 0, 1, 2) if len(image) > 1 else image[0].permute(2, 0, 1)
+    image = image.numpy().astype(np.float16)
     label = label.permute(2, 0, 1).numpy().round().astype(np.uint8)  # nearest: exact
     return image, label
+
+
+def _normalise(channel: torch.Tensor, modality: str, window: tuple[float, float]) -> torch.Tensor:
+    """One (X, Y, Z) channel scaled to [0, 1]: a CT one by the HU ``window``, any other
+    (MR) by its own 0.5th and 99.5th percentiles."""
+    if modality == "CT":
+        return ScaleIntensityRange(*window, 0.0, 1.0, clip=True)(channel)
+    return ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(channel)
 
 
 def to_ras(volume: torch.Tensor) -> torch.Tensor:
@@ -257,21 +289,32 @@ def foreground_slices(data: SliceData) -> np.ndarray:
     return masks.reshape(len(masks), -1).any(axis=1)
 
 
-def read_case(case: Case, loader: LoadImage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The checked (image, label) volumes of ``case``, both reoriented to RAS.
+def read_case(
+    case: Case, loader: LoadImage | None = None, modalities: tuple[str, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked (image, label) volumes of ``case``, both reoriented to RAS; with
+    several ``modalities`` the image is (M, X, Y, Z), channel first.
 
     ConfigError naming the file if either cannot be read as NIfTI, the image is not a 3D
-    volume large enough to slice (in RAS orientation) or has non-finite voxels, or the
-    label's shape or affine differs from the image's (as stored, before reorienting).
-    Label values are checked by ``preprocess_volume``.
+    volume (4D with one channel per modality) large enough to slice (in RAS orientation)
+    or has non-finite voxels, or the label's shape or affine differs from the image's (as
+    stored, before reorienting). Label values are checked by ``preprocess_volume``.
     """
     loader = loader or LoadImage(image_only=True)
     image = read_volume(loader, case.image, "image")
     label = read_volume(loader, case.label, "label")
-    check_image(image, case.image)
-    ras_image = to_ras(image)
-    check_slice_size(ras_image, case.image, tuple(image.shape))
-    check_pair(image, label, case.image, case.label)
+    check_image(image, case.image, modalities)
+    if image.ndim == 4:
+        image = image[..., 0] if image.shape[3] == 1 else image
+    if image.ndim == 4:  # one channel per modality: channel first, as MONAI's transforms
+        spatial = image[..., 0]
+        ras_image = Orientation(axcodes="RAS", labels=None)(image.permute(3, 0, 1, 2))
+        check_slice_size(ras_image[0], case.image, tuple(image.shape))
+    else:
+        spatial = image
+        ras_image = to_ras(image)
+        check_slice_size(ras_image, case.image, tuple(image.shape))
+    check_pair(spatial, label, case.image, case.label)
     return ras_image, to_ras(label)
 
 
@@ -280,7 +323,7 @@ def _write_cache(cases: list[Case], settings: SliceSettings, folder: Path) -> No
     loader = LoadImage(image_only=True)
     images, masks, case_ids, zs = [], [], [], []
     for i, case in enumerate(cases):
-        image, label = read_case(case, loader)
+        image, label = read_case(case, loader, settings.modalities)
         img, msk = preprocess_volume(image, label, settings, case.label)
         images.append(img)
         masks.append(msk)

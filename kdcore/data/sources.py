@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from kdcore.data.msd import locate_msd_spleen
+from kdcore.data.msd import SPLEEN_TASK, locate_msd_task
 from kdcore.data.phantom import write_phantom_dataset
 from kdcore.data.phantom.appearance import KNOBS, Appearance, resolve_appearance
 from kdcore.errors import registry_entry
@@ -74,8 +74,13 @@ DATASETS: dict[str, DataSource] = {
         _phantom_key,
     ),
     "msd_spleen": DataSource(
-        lambda cfg, _log: locate_msd_spleen(cfg.data.root, cfg.data.download),
-        lambda _cfg: "MSD Task09_Spleen",
+        lambda cfg, _log: locate_msd_task(cfg.data.root, SPLEEN_TASK, cfg.data.download),
+        lambda _cfg: f"MSD {SPLEEN_TASK}",
+    ),
+    # any Decathlon task (data.task), or any folder in its layout
+    "msd": DataSource(
+        lambda cfg, _log: locate_msd_task(cfg.data.root, cfg.data.task, cfg.data.download),
+        lambda cfg: f"MSD {cfg.data.task}",
     ),
 }
 

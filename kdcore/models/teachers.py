@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdcore.data.prepare import classes_of
+from kdcore.data.prepare import classes_of, modalities_of
 from kdcore.errors import ConfigError, registry_entry
 from kdcore.models.transunet import TransUNet
 from kdcore.models.unet import build_teacher
@@ -63,9 +63,11 @@ def _t2_name(cfg: DictConfig) -> str:
 
 
 def network_channels(cfg: DictConfig) -> tuple[int, int]:
-    """(input, logit) channels of the config's networks: 3 input channels (the grey slice
-    repeated, as the thesis), and 1 logit for one class or background + each class."""
-    return 3, classes_of(cfg).out_channels
+    """(input, logit) channels of the config's networks: 3 input channels for one
+    modality (the grey slice repeated, as the thesis) or one per modality, and 1 logit
+    for one class or background + each class."""
+    modalities = len(modalities_of(cfg))
+    return (3 if modalities <= 1 else modalities), classes_of(cfg).out_channels
 
 
 def _t1_build(cfg: DictConfig) -> nn.Module:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdcore.data.msd import list_cases, locate_msd_spleen
+from kdcore.data.msd import list_cases, locate_msd_task
 from kdcore.data.slices import SliceSettings, load_slices
 from kdcore.errors import ConfigError
 from tests.conftest import write_msd_folder
@@ -56,12 +56,12 @@ def test_missing_and_empty_datasets_are_clear_errors(tmp_path):
 
 
 def test_msd_spleen_is_found_under_root_or_explained(tiny_msd, tmp_path):
-    assert locate_msd_spleen(tiny_msd) == tiny_msd
+    assert locate_msd_task(tiny_msd) == tiny_msd
     nested = tmp_path / "msd" / "Task09_Spleen"
     write_msd_folder(nested, [(8, 8, 2)])
-    assert locate_msd_spleen(tmp_path / "msd") == nested
+    assert locate_msd_task(tmp_path / "msd") == nested
     with pytest.raises(ConfigError, match="data.download=true"):
-        locate_msd_spleen(tmp_path / "nothing")
+        locate_msd_task(tmp_path / "nothing")
 
 
 def _listing(root):
@@ -131,7 +131,7 @@ def test_failed_download_cleans_up_and_says_how_to_place_the_data(tmp_path, monk
 
     monkeypatch.setattr(monai.apps, "download_and_extract", offline)
     with pytest.raises(ConfigError) as info:
-        locate_msd_spleen(root, download=True)
+        locate_msd_task(root, download=True)
     message = str(info.value)
     assert message.startswith("downloading MSD Task09_Spleen from https://")
     assert "failed due to network issue." in message and "more" not in message
@@ -147,5 +147,5 @@ def test_download_without_dataset_json_is_a_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(monai.apps, "download_and_extract", lambda **_: None)
     with pytest.raises(ConfigError, match="the archive has no Task09_Spleen/dataset.json"):
-        locate_msd_spleen(tmp_path / "msd", download=True)
+        locate_msd_task(tmp_path / "msd", download=True)
     assert not (tmp_path / "msd").exists()

@@ -108,7 +108,8 @@ def test_affines_equal_up_to_round_off_are_accepted(tmp_path):
     "shape, what",
     [
         ((16, 16), r"has shape \(16, 16\); expected a 3D \(X, Y, Z\) volume"),
-        ((16, 16, 4, 2), r"has shape \(16, 16, 4, 2\); expected a 3D"),
+        ((16, 16, 4, 2), r"has shape \(16, 16, 4, 2\): 2 channels on its 4th axis, but the "),
+        ((16, 16, 4, 1, 2), r"has shape \(16, 16, 4, 1, 2\); expected a 3D"),
         ((4, 16, 3), r"has shape \(4, 16, 3\), too small to slice: need at least 8x8"),
         ((16, 16, 0), r"holds no voxels \(shape \(16, 16, 0\), e.g. zero slices\)"),
     ],
