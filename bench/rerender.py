@@ -29,9 +29,21 @@ sys.path.insert(0, str(REPO))
 
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
-from kdcore.plots import figures_for, plot_examples, plot_learning_curves  # noqa: E402
+from kdcore.per_class import summarize_classes  # noqa: E402
+from kdcore.plots import (  # noqa: E402
+    figures_for,
+    plot_classes,
+    plot_examples,
+    plot_learning_curves,
+)
 from kdcore.provenance import git_commit, rerender_line, utc_now  # noqa: E402
-from kdcore.report import cells_of, render_report  # noqa: E402
+from kdcore.report import (  # noqa: E402
+    CLASS_HEADING,
+    TIME_PREFIX,
+    cells_of,
+    class_lines,
+    render_report,
+)
 from kdcore.summary import StatsSettings, summarize  # noqa: E402
 from kdcore.table_folder import (  # noqa: E402
     EXAMPLES_NAME,
@@ -117,6 +129,16 @@ def carried(markdown: str) -> dict[str, Any]:
     }
 
 
+def without_classes(sections: list[str]) -> list[str]:
+    """The carried sections without the per-class one (``class_lines``), which is
+    recomputed: it runs from its heading to the time line."""
+    if CLASS_HEADING not in sections:
+        return sections
+    start = sections.index(CLASS_HEADING)
+    end = next(i for i in range(start, len(sections)) if sections[i].startswith(TIME_PREFIX))
+    return sections[:start] + sections[end:]
+
+
 def rerender(folder: Path, commit: str, written: str) -> list[Path]:
     """Re-render one table folder in place (see the module docstring); return the files
     written."""
@@ -137,6 +159,9 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
         figures.append(plot_examples(**read_examples(folder / EXAMPLES_NAME), folder=folder))
     elif (folder / EXAMPLES_PNG).is_file():
         figures.append(folder / EXAMPLES_PNG)  # predictions not stored: kept as committed
+    classes = summarize_classes(table.trials, table.cases, axes, stats)
+    if len(classes):
+        figures.append(plot_classes(classes, folder, axes))
     for stale in set(folder.glob("*.png")) - set(figures):
         stale.unlink()
     rerendered = [*p.get("rerendered", []), rerender_line(commit, written)]
@@ -156,7 +181,7 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
         p["written"],
         (p.get("config") or {}).get("reference_table"),
         [f.name for f in figures],
-        kept["sections"],
+        [*class_lines(classes, axes), *without_classes(kept["sections"])],
         rerendered,
         budget=kept["budget"],
         stats=stats,

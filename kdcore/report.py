@@ -282,12 +282,16 @@ def render_report(
     return "\n".join(lines)
 
 
+CLASS_HEADING = "## Per class"  # the per-class section of a multi-class table
+TIME_PREFIX = "- Time per trial (mean seconds):"  # the time line's start
+
+
 def class_lines(classes: pd.DataFrame, axes: Sequence[str] = ()) -> list[str]:
     """The per-class section of a multi-class table (``summarize_classes``), or none."""
     if classes.empty:
         return []
     lines = [
-        "## Per class",
+        CLASS_HEADING,
         "",
         "The table above scores the mean over classes: each class is scored as its own "
         "binary task (its pixels against all others; dice_3d over the test patients whose "
@@ -324,10 +328,7 @@ def time_line(
         if trained
         else "Every trial came from the trial store: this grid trained none."
     )
-    return (
-        f"- Time per trial (mean seconds): {shown}; as Ray Tune measured it "
-        f"{trials['trial_s'].mean():.1f}. {grid}"
-    )
+    return f"{TIME_PREFIX} {shown}; as Ray Tune measured it {trials['trial_s'].mean():.1f}. {grid}"
 
 
 def _reference_lines(reference: dict[str, Any] | None) -> list[str]:

@@ -4,6 +4,8 @@ README's test command. (Bad inputs: test_bad_inputs.py.)"""
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -191,3 +193,16 @@ def test_multi_organ_grid_writes_per_class_tables_and_figures(tmp_path):
     assert (folder / "classes.png").is_file() and (folder / "examples.png").is_file()
     trials = pd.read_csv(folder / "trials.csv")
     assert trials["dice"].between(0, 1).all()
+    # a re-render recomputes the per-class section and figure from the stored counts
+    before = report[report.index("## Per class") : report.index("- Time per trial")]
+    (folder / "classes.png").unlink()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "rerender.py"), str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = (folder / "table.md").read_text()
+    assert again[again.index("## Per class") : again.index("- Time per trial")] == before
+    assert (folder / "classes.png").is_file()

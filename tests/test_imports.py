@@ -25,6 +25,7 @@ SERVICES = [
     "trial_store",
     "tracking",
     "names",
+    "per_class",
     "report",
     "summary",
     "table_folder",
