@@ -119,9 +119,7 @@ def label_classes(data: Mapping[str, Any], manifest: Mapping[str, Any] | None = 
     background = tuple(int(v) for v in (data.get("background") or [0]))
     labels = data.get("labels")
     if labels is None and data.get("foreground") is not None:
-        return LabelClasses(
-            ("foreground",), (_values(data["foreground"], "foreground"),), background
-        )
+        return LabelClasses(BINARY.names, (_values(data["foreground"], "foreground"),), background)
     if labels is None:
         return manifest_classes(manifest)
     if not isinstance(labels, Mapping) or not labels:
@@ -155,23 +153,12 @@ def manifest_classes(manifest: Mapping[str, Any] | None) -> LabelClasses:
     return LabelClasses(tuple(n for _, n in named), tuple((v,) for v, _ in named), (0,))
 
 
-def probabilities(logits: Tensor) -> Tensor:
-    """(B, C, H, W) logits -> probabilities: sigmoid of one channel, softmax over more."""
-    return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(1)
-
-
 def predicted_classes(logits: Tensor) -> Tensor:
     """(B, C, H, W) logits -> (B, H, W) uint8 class indices: sigmoid > 0.5 for one
     channel (the binary task), the most probable channel for more."""
     if logits.shape[1] == 1:
         return (logits[:, 0].sigmoid() > 0.5).to(torch.uint8)
     return logits.argmax(1).to(torch.uint8)
-
-
-def class_areas(masks: np.ndarray, count: int) -> np.ndarray:
-    """(N, count + 1) pixels of each class (0 the background) in each class map."""
-    flat = np.asarray(masks).reshape(len(masks), -1)
-    return np.stack([(flat == k).sum(1) for k in range(count + 1)], axis=1)
 
 
 def _values(value: Any, where: str) -> tuple[int, ...]:

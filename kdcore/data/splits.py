@@ -169,10 +169,10 @@ def example_slices(
     slice_case: np.ndarray, masks: np.ndarray, idx: np.ndarray, count: int = 4
 ) -> np.ndarray:
     """Slices to show: of each of the first ``count`` patients among slices ``idx``, the
-    slice with the largest organ area (sorted slice indices)."""
+    slice with the largest labelled area, all classes together (sorted slice indices)."""
     chosen = []
     for case in np.unique(slice_case[idx])[:count]:
         own = idx[slice_case[idx] == case]
-        areas = np.asarray(masks[own]).reshape(len(own), -1).sum(1)
+        areas = (np.asarray(masks[own]).reshape(len(own), -1) > 0).sum(1)
         chosen.append(own[int(np.argmax(areas))])
     return np.sort(np.asarray(chosen, dtype=np.int64))
