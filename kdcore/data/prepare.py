@@ -106,7 +106,7 @@ def prepare_data(
         raise ConfigError(
             f"no label of {root} has a foreground voxel (label values {values}): every "
             "metric would be undefined; check that the labels hold the organ and that "
-            "data.foreground (or data.labels) lists its values"
+            f"data.foreground={values} (or data.labels) lists its values"
         )
     check_foreground(has_fg, splits, data.case, data.case_names)
     check_classes(data.masks, splits, data.classes.names, data.case, data.case_names)

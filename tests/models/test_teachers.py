@@ -13,9 +13,9 @@ from kdcore.models.teachers import teacher_arch
 def test_an_unknown_teacher_or_dataset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="teacher.arch 't3' .* choose one of t1, t2"):
         teacher_arch(OmegaConf.create({"teacher": {"arch": "t3"}}))
-    with pytest.raises(ConfigError, match="choose one of phantom, msd_spleen"):
+    with pytest.raises(ConfigError, match="choose one of phantom, msd_spleen, msd"):
         data_source(OmegaConf.create({"data": {"name": "brats"}}))
-    assert set(TEACHERS) == {"t1", "t2"} and set(DATASETS) == {"phantom", "msd_spleen"}
+    assert set(TEACHERS) == {"t1", "t2"} and set(DATASETS) == {"phantom", "msd_spleen", "msd"}
 
 
 def test_teacher_names_come_from_the_registry():
