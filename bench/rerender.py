@@ -13,6 +13,14 @@ trial data), else left as committed. The table keeps its command, commit and dat
 ``provenance.json`` and ``table.md`` gain the line "Re-rendered at <commit> on <date> by
 bench/rerender.py from the committed trial data". ``results/bench`` holds benchmarks,
 not tables, and is never touched.
+
+    python bench/rerender.py --cost               # also measure missing cost cards
+
+A table folder's ``cost.json`` (the cost card of each network, ``kdcore.cost``) gives
+its cost section, its student cost columns and, with several students,
+``dice_vs_latency.png``. With ``--cost`` a table without one gets its cards measured on
+this machine from its config (each card names the machine and the time); without, such
+a table is re-rendered without cost.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from kdcore.cost import table_cards  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
 from kdcore.per_class import summarize_classes  # noqa: E402
@@ -34,19 +45,27 @@ from kdcore.plots import (  # noqa: E402
     figures_for,
     plot_classes,
     plot_examples,
+    plot_frontier,
     plot_learning_curves,
 )
 from kdcore.provenance import git_commit, rerender_line, utc_now  # noqa: E402
 from kdcore.report import (  # noqa: E402
     CLASS_HEADING,
+    COST_HEADING,
     TIME_PREFIX,
     cells_of,
     class_lines,
+    cost_lines,
+    frontier,
     render_report,
+    with_costs,
 )
+from kdcore.settings import with_defaults  # noqa: E402
 from kdcore.summary import StatsSettings, summarize  # noqa: E402
 from kdcore.table_folder import (  # noqa: E402
+    COST_NAME,
     EXAMPLES_NAME,
+    read_cards,
     read_examples,
     read_table,
     write_index,
@@ -129,30 +148,50 @@ def carried(markdown: str) -> dict[str, Any]:
     }
 
 
-def without_classes(sections: list[str]) -> list[str]:
-    """The carried sections without the per-class one (``class_lines``), which is
-    recomputed: it runs from its heading to the time line."""
-    if CLASS_HEADING not in sections:
+def without_recomputed(sections: list[str]) -> list[str]:
+    """The carried sections without those that are recomputed: the per-class one
+    (``class_lines``) and the cost one (``cost_lines``), which run from the first of
+    their headings to the time line."""
+    starts = [sections.index(h) for h in (CLASS_HEADING, COST_HEADING) if h in sections]
+    if not starts:
         return sections
-    start = sections.index(CLASS_HEADING)
+    start = min(starts)
     end = next(i for i in range(start, len(sections)) if sections[i].startswith(TIME_PREFIX))
     return sections[:start] + sections[end:]
 
 
-def rerender(folder: Path, commit: str, written: str) -> list[Path]:
+def table_costs(folder: Path, config: dict[str, Any], measure: bool) -> list[dict[str, Any]]:
+    """The table's cost cards: its ``cost.json``, or with ``measure`` (and none there)
+    measured now on this machine from the table's config and written to ``cost.json``."""
+    cards = read_cards(folder)
+    if cards or not measure:
+        return cards
+    if not config:
+        raise ConfigError(f"{folder}/provenance.json has no config: cannot build its networks")
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        full = with_defaults(config, compose("config"))
+    cards = table_cards(full, lambda line: print(f"{folder.name}: {line}"))
+    write_text_atomic(folder / COST_NAME, json.dumps(cards, indent=1) + "\n")
+    return cards
+
+
+def rerender(folder: Path, commit: str, written: str, measure: bool = False) -> list[Path]:
     """Re-render one table folder in place (see the module docstring); return the files
-    written."""
+    written. ``measure``: give a table without cost cards its cards (``table_costs``)."""
     table = read_table(folder)
     p = table.provenance
     axes = table.axes
     config = p.get("config") or {}
     stats = StatsSettings(**config["stats"]) if "stats" in config else StatsSettings()
-    summary = summarize(table.trials, table.cases, axes, stats)
+    cards = table_costs(folder, config, measure)
+    summary = with_costs(summarize(table.trials, table.cases, axes, stats), axes, cards)
     kept = carried(table.markdown)
     teachers = teachers_of(table.markdown)
     for meta in teachers:
         meta["cells"] = meta["cells"] or cells_of(table.trials, axes)
     figures = figures_for(summary, table.trials, table.axis_values, folder)
+    if frontier(cards):
+        figures.append(plot_frontier(summary, cards, teachers, folder))
     if table.histories and all("step" in h[0] for h in table.histories.values() if h):
         figures.append(plot_learning_curves(table.trials, table.histories, folder, axes))
     if (folder / EXAMPLES_NAME).is_file():
@@ -181,7 +220,7 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
         p["written"],
         (p.get("config") or {}).get("reference_table"),
         [f.name for f in figures],
-        [*class_lines(classes, axes), *without_classes(kept["sections"])],
+        [*class_lines(classes, axes), *cost_lines(cards), *without_recomputed(kept["sections"])],
         rerendered,
         budget=kept["budget"],
         stats=stats,
@@ -196,11 +235,16 @@ def rerender(folder: Path, commit: str, written: str) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", help="table folders (default: all under results/)")
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="measure the cost cards of tables that have none, on this machine",
+    )
     args = parser.parse_args(argv)
     commit, written = git_commit(), utc_now()
     folders = table_folders(args.folders)
     for folder in folders:
-        files = rerender(folder, commit, written)
+        files = rerender(folder, commit, written, args.cost)
         print(f"re-rendered {folder}: {', '.join(f.name for f in files)}")
     for results_dir in sorted({f.parent.parent for f in folders}):
         write_index(results_dir)

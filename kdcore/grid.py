@@ -36,7 +36,7 @@ from kdcore.rows import METRICS, TRIAL_COLUMNS, cell_text  # noqa: E402
 from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root  # noqa: E402
 from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
 from kdcore.tracking import Tracker, legal_name  # noqa: E402
-from kdcore.trial import ending, run_trial, run_trial_on_workers  # noqa: E402
+from kdcore.trial import ending, exports_weights, run_trial, run_trial_on_workers  # noqa: E402
 from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
 from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings  # noqa: E402
 
@@ -358,6 +358,8 @@ def stored_row(metrics: dict[str, Any]) -> dict[str, Any]:
     row["trial_s"] = metrics.get("time_total_s", metrics.get("trial_s"))
     row.update({k: json.loads(metrics[k]) for k in ("history", "cases")})
     row["examples"] = metrics["examples"]
+    if "weights" in metrics:
+        row["weights"] = metrics["weights"]
     row["trained"] = utc_now()
     row["commit"] = git_commit()
     return row
@@ -403,7 +405,13 @@ def run_grid(
     store = TrialStore(root)
     wanted = grid_trials(cfg, tuned)
     entries = {t["key"]: store.get(t["key"]) for t in wanted}  # each entry read once
-    found = {key for key, entry in entries.items() if entry is not None}
+    # with export on, a first-seed trial stored without its student's weights runs again
+    need_weights = {t["key"] for t in wanted if exports_weights(cfg, t["seed"])}
+    found = {
+        key
+        for key, entry in entries.items()
+        if entry is not None and (key not in need_weights or "weights" in entry)
+    }
     todo = list({t["key"]: t for t in wanted if t["key"] not in found}.values())
     log(
         f"grid: {len(wanted)} trials: {sum(t['key'] in found for t in wanted)} reused from "

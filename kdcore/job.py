@@ -15,11 +15,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from kdcore.axes import axis_cells, cell_config, cell_labels, grid_axes
+from kdcore.cost import table_cards
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
+from kdcore.export import export_table_students
 from kdcore.gate import check_config
 from kdcore.grid import run_grid, run_tuning
-from kdcore.io import replaced_dir, run_lock
+from kdcore.io import replaced_dir, run_lock, write_text_atomic
 from kdcore.losses import parse_variant
 from kdcore.names import (
     budget_label,
@@ -30,15 +32,29 @@ from kdcore.names import (
     table_settings,
 )
 from kdcore.per_class import summarize_classes
-from kdcore.plots import figures_for, plot_classes, plot_examples, plot_learning_curves
+from kdcore.plots import (
+    figures_for,
+    plot_classes,
+    plot_examples,
+    plot_frontier,
+    plot_learning_curves,
+)
 from kdcore.progress import Log, duration
 from kdcore.provenance import git_commit, utc_now
-from kdcore.report import class_lines, render_report, time_line
+from kdcore.report import (
+    class_lines,
+    cost_lines,
+    export_lines,
+    frontier,
+    render_report,
+    time_line,
+    with_costs,
+)
 from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import StatsSettings, in_cell, summarize, summary_markdown
-from kdcore.table_folder import write_examples, write_index, write_table
+from kdcore.table_folder import COST_NAME, write_examples, write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
     load_or_train_teacher,
@@ -175,13 +191,20 @@ def write_results(
     tuned: dict[str, dict] | None,
     timing: tuple[float, int],
     examples: dict[str, Any],
+    cards: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
     report with its statistics, figures and tuned settings, trials, per-patient counts,
     histories and provenance. Returns the paths of the report and the trials, and the
     summary. ``timing``: the grid's wall seconds and how many trials ran at once;
     ``examples``: test slices, truth, predictions and the grid cell they come from, for
-    the example figure (also kept as ``examples.npz``, so that it can be drawn again)."""
+    the example figure (also kept as ``examples.npz``, so that it can be drawn again);
+    ``cards``: the cost card of each network (``kdcore.cost.table_cards``), kept as
+    ``cost.json``, shown as a section, as columns and, with several students, as
+    ``dice_vs_latency.png``. Rows that carry a student's weights (``export``) have it
+    exported into ``students/`` (``kdcore.export``)."""
+    cards = cards or []
+    exported = [r for r in rows if "weights" in r]
     for r in rows:
         r.pop("examples")
     axes = list(grid_axes(cfg))
@@ -193,9 +216,9 @@ def write_results(
             for case in r.pop("cases")
         ]
     )
-    trials = pd.DataFrame(rows)
+    trials = pd.DataFrame(rows).drop(columns="weights", errors="ignore")
     stats = StatsSettings(**as_dict(cfg.stats))
-    summary = summarize(trials, cases, axes, stats)
+    summary = with_costs(summarize(trials, cases, axes, stats), axes, cards)
     classes = summarize_classes(trials, cases, axes, stats)
     folder = table_dir(cfg)
     written = utc_now()
@@ -219,7 +242,11 @@ def write_results(
             plot_learning_curves(trials, histories, tmp, axes),
             plot_examples(folder=tmp, **examples),
             *([plot_classes(classes, tmp, axes)] if len(classes) else []),
+            *([plot_frontier(summary, cards, teacher_metas, tmp)] if frontier(cards) else []),
         ]
+        if cards:
+            write_text_atomic(tmp / COST_NAME, json.dumps(cards, indent=1) + "\n")
+        students = export_table_students(cfg, exported, tmp / "students") if exported else []
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
             summary,
@@ -238,8 +265,10 @@ def write_results(
             [p.name for p in figures],
             [
                 *class_lines(classes, axes),
+                *cost_lines(cards),
                 time_line(trials, histories, *timing),
                 "",
+                *export_lines(students),
                 *tuning_lines(cfg, tuned, trials),
             ],
             budget=budget_label(cfg),
@@ -278,8 +307,9 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         rows = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
         timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
         examples = example_masks(run_cfg, rows, teachers)
+        cards = table_cards(run_cfg, job.line) if cfg.cost.enabled else []
         paths, summary = write_results(
-            cfg, rows, teacher_metas, command, commit, tuned, timing, examples
+            cfg, rows, teacher_metas, command, commit, tuned, timing, examples, cards
         )
         axes = list(grid_axes(cfg))
         index = write_index(Path(cfg.results_dir))

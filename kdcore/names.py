@@ -34,6 +34,8 @@ OPERATIONAL = (
     "teacher.workers",
     "teacher.zero_stage",
     "tracking",
+    "cost",
+    "export",
 )
 # Settings added after results were made, at the value that does what was done before
 # the setting existed: left out of hashes and keys at that value, so the tables and

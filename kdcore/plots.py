@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -1002,6 +1003,88 @@ def plot_learning_curves(
 ) -> Path:
     """``draw_learning_curves`` as ``folder/learning_curves.png``."""
     return _save(draw_learning_curves(trials, histories, axes), folder, "learning_curves.png")
+
+
+@_styled
+def draw_frontier(
+    summary: pd.DataFrame, cards: Sequence[Mapping[str, Any]], teachers: Sequence[Mapping]
+) -> Figure:
+    """Test Dice against CPU latency (batch 1, 1 thread; log scale): each summary row at
+    its student's latency (``student_cpu_ms``, from ``kdcore.report.with_costs``), a
+    marker per variant with its 95% interval over seeds, the baseline's points joined;
+    each teacher (``teachers``: name and test Dice) at its own card's latency."""
+    if "student_cpu_ms" not in summary:
+        raise ValueError("draw_frontier needs the summary's student_cpu_ms (with_costs)")
+    variants = _variants(summary)
+    colors = _colors(variants)
+    fig = _figure(7.5, 4.8)
+    ax = fig.subplots()
+    shift = {v: 1.0 + 0.04 * (i - (len(variants) - 1) / 2) for i, v in enumerate(variants)}
+    for v in variants:
+        rows = summary[summary["variant"] == v].drop_duplicates(["student_cpu_ms"])
+        rows = rows.sort_values("student_cpu_ms")
+        x = rows["student_cpu_ms"].to_numpy(float) * shift[v]
+        ax.errorbar(
+            x,
+            rows["dice_mean"],
+            yerr=_errors(rows["dice_mean"], rows["dice_low"], rows["dice_high"]),
+            color=colors[v],
+            marker="o" if v == BASELINE else "D",
+            ls="--" if v == BASELINE else "none",
+            lw=1.2,
+            capsize=3,
+            label=v,
+        )
+    names = {c["model"]: c for c in cards}
+    for c in cards:
+        if c["role"] != "student":
+            continue
+        ms = c["cpu"]["b1-t1"]["median_ms"]
+        ax.axvline(ms, color="0.75", lw=0.8, ls=":", zorder=0)
+        ax.annotate(
+            c["model"],
+            (ms, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.35",
+        )
+    for t in teachers:
+        card = names.get(t["name"])
+        if card is None:
+            continue
+        ms = card["cpu"]["b1-t1"]["median_ms"]
+        ax.plot(ms, t["test"]["dice"], marker="*", ms=13, color="0.15", ls="none")
+        ax.annotate(
+            f"teacher {t['name']}",
+            (ms, t["test"]["dice"]),
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo / 1.3, hi * 1.3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("CPU latency per slice, ms (batch 1, 1 thread, eager; log scale)")
+    ax.set_ylabel("test Dice (mean, 95% interval over seeds)")
+    ax.set_title("Test Dice against what the network costs to run")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def plot_frontier(
+    summary: pd.DataFrame,
+    cards: Sequence[Mapping[str, Any]],
+    teachers: Sequence[Mapping],
+    folder: str | Path,
+) -> Path:
+    """``dice_vs_latency.png``: ``draw_frontier`` written into ``folder``."""
+    return _save(draw_frontier(summary, cards, teachers), folder, "dice_vs_latency.png")
 
 
 def figures_for(

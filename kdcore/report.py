@@ -388,3 +388,107 @@ def power_lines(summary: pd.DataFrame, trials: pd.DataFrame, stats: StatsSetting
         machines = trials["machine"].dropna().unique()
         lines.append(f"- Machine{'s' if len(machines) > 1 else ''}: " + "; ".join(machines))
     return lines
+
+
+COST_HEADING = "## What each network costs to run"
+
+
+def _ms(t: Mapping[str, float]) -> str:
+    return f"{t['median_ms']:.2f} [{t['q1_ms']:.2f}, {t['q3_ms']:.2f}]"
+
+
+def cost_table(cards: Sequence[Mapping[str, Any]]) -> str:
+    """Cost cards (``kdcore.cost.cost_card``) as one Markdown table: a row per network,
+    latencies as median [quartiles] in ms per batch size and thread count."""
+    rows = []
+    for c in cards:
+        row = {
+            "model": c["model"],
+            "role": c["role"],
+            "input": "x".join(map(str, c["input"])),
+            "params": f"{c['params']:,}",
+            "MMACs": f"{c['macs'] / 1e6:,.1f}",
+            "MFLOPs": f"{c['flops'] / 1e6:,.1f}",
+        }
+        for key, t in c["cpu"].items():
+            batch, threads = (int(part[1:]) for part in key.split("-"))
+            row[f"CPU ms, batch {batch}, {threads} thread{'s' if threads > 1 else ''}"] = _ms(t)
+        for key, mib in c["cpu_peak_mib"].items():
+            row[f"CPU peak MiB, batch {key[1:]}"] = f"{mib:.1f}"
+        for key, t in c["cuda"].items():
+            row[f"GPU ms, batch {key[1:]}"] = _ms(t)
+            row[f"GPU peak MiB, batch {key[1:]}"] = f"{t['peak_mib']:.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("—").to_markdown(index=False)
+
+
+def cost_lines(cards: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's cost section: the cards' table, how they were measured and where."""
+    if not cards:
+        return []
+    c = cards[0]
+    gpu = (
+        "; GPU: CUDA events around each call, peak memory above the model's own"
+        if any(card["cuda"] for card in cards)
+        else "; no GPU on this machine"
+    )
+    return [
+        COST_HEADING,
+        "",
+        f"Inference of each network on one {c['input'][1]}x{c['input'][2]} input (logits "
+        "only: a teacher's reconstruction decoder is left out), eval mode. "
+        f"{c['convention']}. CPU latency: median [quartiles] of {c['runs']} timed calls "
+        f"after {c['warmup']} warm-up call{'s' if c['warmup'] != 1 else ''}, eager "
+        "PyTorch, at batch 1 and the training batch, with 1 thread and every core; CPU "
+        "peak memory: growth of the resident set "
+        f"during one forward, in a fresh process{gpu}. Measured on {c['machine']} at "
+        f"{c['measured']}. The table's 'student MFLOPs' and 'student CPU ms' columns are "
+        "the row's student (batch 1, 1 thread).",
+        "",
+        cost_table(cards),
+        "",
+    ]
+
+
+def with_costs(
+    summary: pd.DataFrame, axes: Sequence[str], cards: Sequence[Mapping[str, Any]]
+) -> pd.DataFrame:
+    """``summary`` with each row's student's MFLOPs and CPU ms (batch 1, 1 thread) from
+    the cost cards whose ``cells`` hold the row's cell (no cards: unchanged)."""
+    students = [c for c in cards if c["role"] == "student"]
+    if not students:
+        return summary
+    out = summary.copy()
+    mflops, ms = [], []
+    for _, r in summary.iterrows():
+        cell = {k: r[k] for k in axes}
+        card = next((c for c in students if cell in c["cells"]), None)
+        mflops.append(card["flops"] / 1e6 if card else np.nan)
+        ms.append(card["cpu"]["b1-t1"]["median_ms"] if card else np.nan)
+    out["student_mflops"], out["student_cpu_ms"] = mflops, ms
+    return out
+
+
+def frontier(cards: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a table gets the Dice-against-latency figure: it has several students."""
+    return sum(c["role"] == "student" for c in cards) > 1
+
+
+def export_lines(students: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's lines on the exported students (``kdcore.export``), if any."""
+    if not students:
+        return []
+    lines = [
+        "## Exported students",
+        "",
+        f"The student of seed {students[0]['seed']} (the first seed) of each variant and "
+        "cell, in `students/<cell>-<variant>/`: `student.pt` (TorchScript), `student.onnx` "
+        "(ONNX) where the export extra is installed, and `student.json` (input, HU window, "
+        "orientation, decision rule, classes). Largest absolute difference of logits from "
+        "eager PyTorch on test slices:",
+        "",
+    ]
+    for s in students:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in s["parity_max_abs_logit_diff"].items())
+        lines.append(f"- `{s['folder']}`: {diffs} (bound {s['parity_bound']:.0e})")
+    return [*lines, ""]

@@ -66,3 +66,12 @@ def absolute_paths(cfg: DictConfig) -> DictConfig:
     and caches again, and miss the teachers trained for it."""
     paths = {k: OmegaConf.select(cfg, k) for k in PATH_KEYS}
     return with_settings(cfg, {k: str(Path(v).absolute()) for k, v in paths.items() if v})
+
+
+def with_defaults(config: dict[str, Any], defaults: DictConfig) -> DictConfig:
+    """``config`` (a table's recorded config) over ``defaults`` (today's composed
+    config): a setting added since the table was written takes its default, one since
+    removed is kept as recorded."""
+    base = defaults.copy()
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, config)

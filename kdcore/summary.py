@@ -286,6 +286,9 @@ def summary_markdown(
             row["converged"] = f"{int(r['converged'])}/{int(r['seeds'])}"
         if "collapsed" in summary and summary["collapsed"].fillna(0).any():
             row["collapsed"] = int(r["collapsed"]) if not pd.isna(r.get("collapsed")) else "—"
+        if "student_mflops" in summary and not pd.isna(r.get("student_mflops")):
+            row["student MFLOPs"] = f"{r['student_mflops']:,.1f}"
+            row["student CPU ms"] = f"{r['student_cpu_ms']:.2f}"
         row["wall_s"] = f"{r['wall_s']:.0f}"
         rows.append(row)
     table = pd.DataFrame(rows).to_markdown(index=False)

@@ -31,6 +31,7 @@ from kdcore.rows import TRIAL_COLUMNS, one_line
 
 INDEX_NAME = "index.md"
 EXAMPLES_NAME = "examples.npz"
+COST_NAME = "cost.json"  # the cost card of each network of the table (kdcore.cost)
 TABLE_FILES = ("table.md", "trials.csv", "cases.csv", "provenance.json")
 
 
@@ -187,3 +188,9 @@ def write_index(results_dir: Path) -> Path:
     index = results_dir / INDEX_NAME
     write_text_atomic(index, "\n".join(lines))
     return index
+
+
+def read_cards(folder: str | Path) -> list[dict[str, Any]]:
+    """The cost cards of a table folder (``COST_NAME``), or [] when it has none."""
+    path = Path(folder) / COST_NAME
+    return json.loads(path.read_text()) if path.is_file() else []

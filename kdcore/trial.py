@@ -24,6 +24,7 @@ from torch import Tensor
 from kdcore.convergence import convergence
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import example_slices
+from kdcore.export import pack_weights
 from kdcore.losses import DistillationLoss, maybe_compile, parse_variant
 from kdcore.models import build_student, count_parameters, student_name, teacher_name
 from kdcore.models.teachers import network_channels
@@ -69,6 +70,12 @@ def unpack_masks(text: str) -> np.ndarray:
     if kind == ["u8"]:
         return raw.reshape(shape).copy()
     return np.unpackbits(raw)[: int(np.prod(shape))].reshape(shape)
+
+
+def exports_weights(cfg: DictConfig, seed: int) -> bool:
+    """Whether a trial of ``seed`` keeps its chosen student's weights: with ``export``
+    on, the first seed's trials (the lowest seed: the students a table exports)."""
+    return bool(cfg.get("export")) and seed == min(cfg.seeds)
 
 
 def fit_settings(cfg: DictConfig, kd: bool) -> FitSettings:
@@ -236,6 +243,7 @@ def run_trial(
         "history": state.history,
         "examples": pack_masks(predict(student, data, shown)),
         "cases": case_counts(test, data.case_names, data.classes.names),
+        **({"weights": pack_weights(student)} if exports_weights(cfg, seed) else {}),
     }
 
 

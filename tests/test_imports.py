@@ -4,7 +4,7 @@ one. Layers, top to bottom (README, *Layout*):
 
 - stages, each importing only those after it: job -> grid -> tuning -> trial -> teacher;
 - services: the gate, the Ray runtime, the DeepSpeed backend, the teacher-output cache,
-  the trial store, the metric stream, names, tables and figures;
+  the trial store, the metric stream, names, tables and figures, cost cards and export;
 - kinds: models, losses, data, training, metrics, statistics, convergence;
 - basics: config helpers, axes, io, errors, progress, the trial schema.
 """
@@ -31,6 +31,8 @@ SERVICES = [
     "table_folder",
     "provenance",
     "plots",
+    "cost",
+    "export",
 ]
 KINDS = [
     "models",
