@@ -160,9 +160,13 @@ def without_recomputed(sections: list[str]) -> list[str]:
     return sections[:start] + sections[end:]
 
 
-def table_costs(folder: Path, config: dict[str, Any], measure: bool) -> list[dict[str, Any]]:
+def table_costs(
+    folder: Path, config: dict[str, Any], measure: bool, measured: dict | None = None
+) -> list[dict[str, Any]]:
     """The table's cost cards: its ``cost.json``, or with ``measure`` (and none there)
-    measured now on this machine from the table's config and written to ``cost.json``."""
+    measured now on this machine from the table's config and written to ``cost.json``
+    (a network measured for another table of this run is not measured again:
+    ``measured``)."""
     cards = read_cards(folder)
     if cards or not measure:
         return cards
@@ -170,12 +174,14 @@ def table_costs(folder: Path, config: dict[str, Any], measure: bool) -> list[dic
         raise ConfigError(f"{folder}/provenance.json has no config: cannot build its networks")
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         full = with_defaults(config, compose("config"))
-    cards = table_cards(full, lambda line: print(f"{folder.name}: {line}"))
+    cards = table_cards(full, lambda line: print(f"{folder.name}: {line}"), measured)
     write_text_atomic(folder / COST_NAME, json.dumps(cards, indent=1) + "\n")
     return cards
 
 
-def rerender(folder: Path, commit: str, written: str, measure: bool = False) -> list[Path]:
+def rerender(
+    folder: Path, commit: str, written: str, measure: bool = False, measured: dict | None = None
+) -> list[Path]:
     """Re-render one table folder in place (see the module docstring); return the files
     written. ``measure``: give a table without cost cards its cards (``table_costs``)."""
     table = read_table(folder)
@@ -183,7 +189,7 @@ def rerender(folder: Path, commit: str, written: str, measure: bool = False) -> 
     axes = table.axes
     config = p.get("config") or {}
     stats = StatsSettings(**config["stats"]) if "stats" in config else StatsSettings()
-    cards = table_costs(folder, config, measure)
+    cards = table_costs(folder, config, measure, measured)
     summary = with_costs(summarize(table.trials, table.cases, axes, stats), axes, cards)
     kept = carried(table.markdown)
     teachers = teachers_of(table.markdown)
@@ -243,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commit, written = git_commit(), utc_now()
     folders = table_folders(args.folders)
+    measured: dict = {}  # each network measured once for every table that uses it
     for folder in folders:
-        files = rerender(folder, commit, written, args.cost)
+        files = rerender(folder, commit, written, args.cost, measured)
         print(f"re-rendered {folder}: {', '.join(f.name for f in files)}")
     for results_dir in sorted({f.parent.parent for f in folders}):
         write_index(results_dir)

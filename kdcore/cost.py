@@ -118,16 +118,25 @@ def table_models(cfg: DictConfig) -> list[tuple[ModelSpec, dict[str, Any]]]:
     return out
 
 
-def table_cards(cfg: DictConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def table_cards(
+    cfg: DictConfig,
+    log: Callable[[str], None] = print,
+    measured: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The cost card of each distinct network of the table of ``cfg`` (``cost.runs`` and
-    ``cost.warmup``), each with the ``cells`` that use it; teachers first."""
+    ``cost.warmup``), each with the ``cells`` that use it; teachers first. ``measured``:
+    cards by ``ModelSpec.key`` already measured (by this process, for other tables),
+    used as they are; each new card is added to it."""
     cost = cfg.get("cost") or {}
     runs, warmup = int(cost.get("runs", 20)), int(cost.get("warmup", 5))
+    measured = {} if measured is None else measured
     cards: dict[str, dict[str, Any]] = {}
     for spec, cell in table_models(cfg):
         if spec.key not in cards:
-            log(f"cost: measuring {spec.key}")
-            cards[spec.key] = {**cost_card(spec, runs, warmup), "cells": []}
+            if spec.key not in measured:
+                log(f"cost: measuring {spec.key}")
+                measured[spec.key] = cost_card(spec, runs, warmup)
+            cards[spec.key] = {**measured[spec.key], "cells": []}
         cards[spec.key]["cells"].append(cell)
     return sorted(cards.values(), key=lambda c: c["role"] != "teacher")
 

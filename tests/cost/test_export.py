@@ -101,3 +101,16 @@ def test_a_job_with_export_writes_each_variants_first_seed_student(tmp_path, loc
     lines = []
     kdcore.run_job(cfg, "export again", lines.append)
     assert any("4 reused from the trial store" in line for line in lines)
+
+
+@needs_onnx
+def test_the_readmes_onnx_runtime_lines_segment_a_slice(tmp_path):
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\nimport json\n\nimport numpy as np\nimport onnxruntime")
+    block = text[start + len("```python\n") : text.index("```", start + 10)]
+    export_student(build_student(4), config(tmp_path), tmp_path / "s")
+    code = block.replace('"results/scales/<table>/students/all"', repr(str(tmp_path / "s")))
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    mask = namespace["segment"](np.random.uniform(-1000, 400, (48, 40)))
+    assert mask.shape == (32, 32) and mask.dtype == bool
