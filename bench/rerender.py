@@ -190,7 +190,9 @@ def rerender(
     config = p.get("config") or {}
     stats = StatsSettings(**config["stats"]) if "stats" in config else StatsSettings()
     cards = table_costs(folder, config, measure, measured)
-    summary = with_costs(summarize(table.trials, table.cases, axes, stats), axes, cards)
+    summary = with_costs(
+        summarize(table.trials, table.cases, axes, stats), table.trials, axes, cards
+    )
     kept = carried(table.markdown)
     teachers = teachers_of(table.markdown)
     for meta in teachers:

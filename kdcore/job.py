@@ -218,7 +218,7 @@ def write_results(
     )
     trials = pd.DataFrame(rows).drop(columns="weights", errors="ignore")
     stats = StatsSettings(**as_dict(cfg.stats))
-    summary = with_costs(summarize(trials, cases, axes, stats), axes, cards)
+    summary = with_costs(summarize(trials, cases, axes, stats), trials, axes, cards)
     classes = summarize_classes(trials, cases, axes, stats)
     folder = table_dir(cfg)
     written = utc_now()

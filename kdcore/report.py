@@ -451,10 +451,15 @@ def cost_lines(cards: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def with_costs(
-    summary: pd.DataFrame, axes: Sequence[str], cards: Sequence[Mapping[str, Any]]
+    summary: pd.DataFrame,
+    trials: pd.DataFrame,
+    axes: Sequence[str],
+    cards: Sequence[Mapping[str, Any]],
 ) -> pd.DataFrame:
-    """``summary`` with each row's student's MFLOPs and CPU ms (batch 1, 1 thread) from
-    the cost cards whose ``cells`` hold the row's cell (no cards: unchanged)."""
+    """``summary`` with each row's student's MFLOPs and CPU ms (batch 1, 1 thread): the
+    cost card named by the row's trials' ``student``, or where several cards share that
+    name (an image-size axis), the one whose ``cells`` hold the row's cell. No cards:
+    unchanged."""
     students = [c for c in cards if c["role"] == "student"]
     if not students:
         return summary
@@ -462,7 +467,13 @@ def with_costs(
     mflops, ms = [], []
     for _, r in summary.iterrows():
         cell = {k: r[k] for k in axes}
-        card = next((c for c in students if cell in c["cells"]), None)
+        names = set(in_cell(trials, cell, axes)["student"]) if "student" in trials else set()
+        named = [c for c in students if c["model"] in names]
+        card = (
+            named[0]
+            if len(named) == 1
+            else next((c for c in named or students if cell in c["cells"]), None)
+        )
         mflops.append(card["flops"] / 1e6 if card else np.nan)
         ms.append(card["cpu"]["b1-t1"]["median_ms"] if card else np.nan)
     out["student_mflops"], out["student_cpu_ms"] = mflops, ms

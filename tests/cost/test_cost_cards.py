@@ -60,18 +60,25 @@ def test_cost_columns_follow_each_rows_student():
     import pandas as pd
 
     summary = pd.DataFrame({"student.width": [16, 32], "variant": ["baseline"] * 2})
+    trials = summary.assign(student=["S1", "S2"])
     cards = [
         {
             "role": "student",
+            "model": name,
             "flops": w * 1e9,
             "cpu": {"b1-t1": {"median_ms": w}},
             "cells": [{"student.width": w}],
         }
-        for w in (16, 32)
+        for name, w in (("S1", 16), ("S2", 32))
     ]
-    out = with_costs(summary, ["student.width"], cards)
-    assert list(out["student_mflops"]) == [16000, 32000] and list(out["student_cpu_ms"]) == [16, 32]
-    assert with_costs(summary, ["student.width"], []) is summary
+    out = with_costs(summary, trials, ["student.width"], cards)
+    assert list(out["student_mflops"]) == [16000, 32000]
+    assert list(out["student_cpu_ms"]) == [16, 32]
+    # a table whose cells are labelled otherwise than its cards': matched by name alone
+    for c in cards:
+        c["cells"] = []
+    assert list(with_costs(summary, trials, ["student.width"], cards)["student_cpu_ms"]) == [16, 32]
+    assert with_costs(summary, trials, ["student.width"], []) is summary
 
 
 @pytest.fixture
