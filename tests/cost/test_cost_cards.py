@@ -139,3 +139,13 @@ def test_bench_cost_writes_cards_and_export_timings(tmp_path):
     assert text.startswith("# What each network costs to run") and "## Exported students" in text
     with pytest.raises(kdcore.errors.ConfigError, match="--runs must be at least 3"):
         bench.main(["--runs", "2", "--out", str(tmp_path)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_card_on_a_cuda_machine_times_the_gpu_with_events():
+    spec = next(s for s, _ in table_models(config()) if s.role == "student")
+    card = cost_card(spec, runs=3, warmup=1)
+    assert set(card["cuda"]) == {"b1", f"b{spec.batch_size}"}
+    for t in card["cuda"].values():
+        assert t["median_ms"] > 0 and t["peak_mib"] > 0
+    assert "GPU ms, batch 1" in cost_table([card])
