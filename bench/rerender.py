@@ -63,11 +63,11 @@ from kdcore.report import (  # noqa: E402
 from kdcore.settings import with_defaults  # noqa: E402
 from kdcore.summary import StatsSettings, summarize  # noqa: E402
 from kdcore.table_folder import (  # noqa: E402
-    COST_NAME,
     EXAMPLES_NAME,
     read_cards,
     read_examples,
     read_table,
+    write_cards,
     write_index,
 )
 
@@ -175,7 +175,7 @@ def table_costs(
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         full = with_defaults(config, compose("config"))
     cards = table_cards(full, lambda line: print(f"{folder.name}: {line}"), measured)
-    write_text_atomic(folder / COST_NAME, json.dumps(cards, indent=1) + "\n")
+    write_cards(folder, cards)
     return cards
 
 

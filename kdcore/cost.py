@@ -13,8 +13,8 @@ under ``torch.inference_mode``, on random weights (cost does not depend on them)
   timed with CUDA events.
 - Peak memory: CPU: growth of the resident set over the built model during one forward,
   measured in a fresh process (Linux: the kernel's high-water mark, reset before the
-  forward; elsewhere the peak RSS, which can only overstate the model's build); CUDA:
-  the largest allocation above the model's own.
+  forward; elsewhere the growth of the peak RSS, which understates the forward's when
+  building the model peaked higher); CUDA: the largest allocation above the model's own.
 """
 
 from __future__ import annotations
@@ -309,8 +309,3 @@ def cost_card(spec: ModelSpec, runs: int = 20, warmup: int = 5) -> dict[str, Any
         if torch.cuda.is_available():
             card["cuda"][f"b{batch}"] = cuda_latency(model, x, runs, warmup)
     return card
-
-
-def headline_ms(card: dict[str, Any]) -> float:
-    """A card's most reproducible latency: CPU, batch 1, 1 thread (median ms)."""
-    return card["cpu"]["b1-t1"]["median_ms"]

@@ -223,23 +223,25 @@ def export_name(cell: dict[str, Any], variant: str) -> str:
 def export_table_students(
     cfg: DictConfig, rows: list[dict[str, Any]], folder: Path
 ) -> list[dict[str, Any]]:
-    """Export each row's student that carries its weights (``kdcore.trial.pack_weights``:
-    the first seed's, with ``export`` on) into ``folder/<export_name>/``, checked against
-    eager PyTorch on up to 16 of its cell's test slices; return what each wrote."""
-    exported = []
+    """Export each row's student that carries its weights (``pack_weights``: the first
+    seed's, with ``export`` on) into ``folder/<export_name>/``, checked against eager
+    PyTorch on up to 16 of its cell's test slices; return what each wrote."""
     cells = {json.dumps(cell_labels(c), sort_keys=True, default=str): c for c in axis_cells(cfg)}
     axes = list(grid_axes(cfg))
+    checks: dict[str, Tensor] = {}  # each cell's test slices, read once for its variants
+    exported = []
     for r in rows:
         if "weights" not in r:
             continue
         labels = {k: r[k] for k in axes}
-        cell = cells[json.dumps(labels, sort_keys=True, default=str)]
-        cell_cfg = cell_config(cfg, cell)
-        data, splits = prepare_data(cell_cfg, lambda _: None)
-        check, _ = to_tensors(data, splits.test[:16])
+        key = json.dumps(labels, sort_keys=True, default=str)
+        cell_cfg = cell_config(cfg, cells[key])
+        if key not in checks:
+            data, splits = prepare_data(cell_cfg, lambda _: None)
+            checks[key] = to_tensors(data, splits.test[:16])[0]
         network = build_student(cell_cfg.student.width, *network_channels(cell_cfg))
         network.load_state_dict(unpack_weights(r["weights"]))
         name = export_name(labels, r["variant"])
-        info = export_student(network, cell_cfg, folder / name, check)
+        info = export_student(network, cell_cfg, folder / name, checks[key])
         exported.append({"folder": name, "seed": int(r["seed"]), **info})
     return exported

@@ -21,7 +21,7 @@ from kdcore.data.splits import example_slices
 from kdcore.export import export_table_students
 from kdcore.gate import check_config
 from kdcore.grid import run_grid, run_tuning
-from kdcore.io import replaced_dir, run_lock, write_text_atomic
+from kdcore.io import replaced_dir, run_lock
 from kdcore.losses import parse_variant
 from kdcore.names import (
     budget_label,
@@ -54,7 +54,7 @@ from kdcore.rows import history_name
 from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import StatsSettings, in_cell, summarize, summary_markdown
-from kdcore.table_folder import COST_NAME, write_examples, write_index, write_table
+from kdcore.table_folder import write_cards, write_examples, write_index, write_table
 from kdcore.teacher import (
     frozen_teacher,
     load_or_train_teacher,
@@ -245,7 +245,7 @@ def write_results(
             *([plot_frontier(summary, cards, teacher_metas, tmp)] if frontier(cards) else []),
         ]
         if cards:
-            write_text_atomic(tmp / COST_NAME, json.dumps(cards, indent=1) + "\n")
+            write_cards(tmp, cards)
         students = export_table_students(cfg, exported, tmp / "students") if exported else []
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",

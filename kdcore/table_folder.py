@@ -194,3 +194,8 @@ def read_cards(folder: str | Path) -> list[dict[str, Any]]:
     """The cost cards of a table folder (``COST_NAME``), or [] when it has none."""
     path = Path(folder) / COST_NAME
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def write_cards(folder: str | Path, cards: list[dict[str, Any]]) -> None:
+    """Write a table folder's cost cards (``COST_NAME``), atomically."""
+    write_text_atomic(Path(folder) / COST_NAME, json.dumps(cards, indent=1) + "\n")
