@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
 from kdcore.cost import ModelSpec, all_cores, cost_card, cpu_latency, table_models
 from kdcore.errors import ConfigError
@@ -43,15 +42,14 @@ from kdcore.export import (
 from kdcore.io import write_text_atomic
 from kdcore.provenance import git_commit, machine, machine_text, utc_now
 from kdcore.report import cost_table
-from kdcore.settings import with_defaults
+from kdcore.settings import compose_config, with_defaults
 
 OUT = REPO / "results" / "bench"
 
 
 def committed_specs(results: Path) -> list[tuple[ModelSpec, list[str]]]:
     """Each distinct network of the tables under ``results``, with the tables using it."""
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        defaults = compose("config")
+    defaults = compose_config()
     found: dict[str, tuple[ModelSpec, list[str]]] = {}
     for path in sorted(results.glob("*/*/provenance.json")):
         if path.parent.parent.name == "bench":
@@ -69,8 +67,7 @@ def committed_specs(results: Path) -> list[tuple[ModelSpec, list[str]]]:
 
 def config_specs(overrides: list[str]) -> list[tuple[ModelSpec, list[str]]]:
     """The networks of the table that ``overrides`` (Hydra syntax) would write."""
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     specs: dict[str, ModelSpec] = {}
     for spec, _ in table_models(cfg):
         specs.setdefault(spec.key, spec)

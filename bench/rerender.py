@@ -35,8 +35,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
 from kdcore.cost import table_cards  # noqa: E402
 from kdcore.errors import ConfigError  # noqa: E402
 from kdcore.io import write_text_atomic  # noqa: E402
@@ -60,7 +58,7 @@ from kdcore.report import (  # noqa: E402
     render_report,
     with_costs,
 )
-from kdcore.settings import with_defaults  # noqa: E402
+from kdcore.settings import compose_config, with_defaults  # noqa: E402
 from kdcore.summary import StatsSettings, summarize  # noqa: E402
 from kdcore.table_folder import (  # noqa: E402
     EXAMPLES_NAME,
@@ -172,8 +170,7 @@ def table_costs(
         return cards
     if not config:
         raise ConfigError(f"{folder}/provenance.json has no config: cannot build its networks")
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        full = with_defaults(config, compose("config"))
+    full = with_defaults(config, compose_config())
     cards = table_cards(full, lambda line: print(f"{folder.name}: {line}"), measured)
     write_cards(folder, cards)
     return cards

@@ -32,7 +32,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from kdcore.data.prepare import prepare_data  # noqa: E402
 from kdcore.grid import run_grid  # noqa: E402
@@ -40,7 +39,7 @@ from kdcore.io import write_text_atomic  # noqa: E402
 from kdcore.job import prepare_teachers  # noqa: E402
 from kdcore.models import build_teacher, count_parameters  # noqa: E402
 from kdcore.provenance import git_commit, utc_now  # noqa: E402
-from kdcore.settings import absolute_paths, with_settings  # noqa: E402
+from kdcore.settings import absolute_paths, compose_config, with_settings  # noqa: E402
 from kdcore.teacher import write_outputs_on_workers  # noqa: E402
 
 OUT = REPO / "results" / "bench"
@@ -48,9 +47,7 @@ MiB = 1024**2
 
 
 def config(work: Path, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"work_dir={work}", *overrides])
-    return absolute_paths(cfg)
+    return absolute_paths(compose_config([f"work_dir={work}", *overrides]))
 
 
 def fill(cfg, workers: int, width: int, folder: Path) -> dict:

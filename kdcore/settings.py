@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ MAPPING_LEAVES = (
     "data.labels",
 )  # mappings checked as one value
 PATH_KEYS = ("results_dir", "work_dir", "data.root")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the checkout's Hydra configs
 
 
 def as_dict(cfg: DictConfig | dict) -> dict:
@@ -66,6 +68,15 @@ def absolute_paths(cfg: DictConfig) -> DictConfig:
     and caches again, and miss the teachers trained for it."""
     paths = {k: OmegaConf.select(cfg, k) for k in PATH_KEYS}
     return with_settings(cfg, {k: str(Path(v).absolute()) for k, v in paths.items() if v})
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``bench/run.py`` would run with these Hydra ``overrides``, composed from
+    the checkout's ``configs/`` without starting a Hydra app (for scripts and tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def with_defaults(config: dict[str, Any], defaults: DictConfig) -> DictConfig:

@@ -12,6 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from omegaconf import DictConfig
+
+from kdcore.settings import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,6 +32,18 @@ def run_cli(*args: str, timeout: int = 600, **env_vars: str) -> subprocess.Compl
         timeout=timeout,
         cwd=REPO,
         env={**os.environ, **env_vars},
+    )
+
+
+def smoke_config(tmp_path: Path, *overrides: str) -> DictConfig:
+    """The smoke profile's config, its results and work folders under ``tmp_path``."""
+    return compose_config(
+        [
+            "profile=smoke",
+            f"results_dir={tmp_path / 'results'}",
+            f"work_dir={tmp_path / 'work'}",
+            *overrides,
+        ]
     )
 
 

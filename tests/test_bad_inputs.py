@@ -21,13 +21,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
 from kdcore import run_job
 from kdcore.errors import KDBenchError
 from kdcore.gate import check_config
-from tests.conftest import REPO, TINY_AFFINE, run_cli, write_msd_folder
+from kdcore.settings import compose_config
+from tests.conftest import TINY_AFFINE, run_cli, write_msd_folder
 
 BAD_INPUT = 2
 
@@ -232,8 +232,7 @@ def _arguments(build, tmp: Path) -> list[str]:
 
 
 def _compose(args: list[str]):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=args)
+    return compose_config(args)
 
 
 def _messages(err: BaseException) -> str:

@@ -2,15 +2,13 @@
 each kind are refused in-process (the CLI's handling of them: test_bad_inputs.py)."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from kdcore.axes import axis_cells, cell_config
 from kdcore.errors import ConfigError
 from kdcore.gate import check_config, check_ray_address, rule_for
 from kdcore.models import build_student, build_teacher, count_parameters
 from kdcore.names import table_dir
-from kdcore.settings import leaves
-from tests.conftest import REPO
+from kdcore.settings import compose_config, leaves
 
 PROFILES = ["smoke", "quick", "paper"]
 DATA = ["phantom", "msd_spleen"]
@@ -18,8 +16,7 @@ ABLATIONS = ["scales", "methods"]
 
 
 def make(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 @pytest.mark.parametrize("profile", PROFILES)

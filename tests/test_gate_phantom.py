@@ -3,13 +3,13 @@ bad values are refused with one clear line in-process and on the command line; g
 overrides pass."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdcore.data.phantom.appearance import KNOBS, PRESETS, resolve_appearance
 from kdcore.errors import ConfigError
 from kdcore.gate import check_config
-from tests.conftest import REPO, run_cli
+from kdcore.settings import compose_config
+from tests.conftest import run_cli
 
 BAD = {
     "unknown difficulty": (
@@ -37,8 +37,7 @@ BAD = {
 
 
 def make(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=["profile=smoke", *overrides])
+    return compose_config(["profile=smoke", *overrides])
 
 
 @pytest.mark.parametrize("overrides, message", BAD.values(), ids=BAD.keys())

@@ -4,25 +4,14 @@ beside each other, each with its history, and the index lists them all."""
 import pandas as pd
 import pytest
 import ray
-from hydra import compose, initialize_config_dir
 
 import kdcore
-from tests.conftest import REPO
+from kdcore.settings import compose_config
+from tests.conftest import smoke_config
 
 
 def make(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                "variants=[baseline,pmd]",
-                "seeds=[0]",
-                f"results_dir={tmp_path / 'results'}",
-                f"work_dir={tmp_path / 'work'}",
-                *overrides,
-            ],
-        )
+    return smoke_config(tmp_path, "variants=[baseline,pmd]", "seeds=[0]", *overrides)
 
 
 @pytest.fixture
@@ -98,17 +87,15 @@ def test_a_relative_work_dir_is_shared_by_every_trial(tmp_path, local_ray, monke
     """Ray Tune runs each trial in a folder of its own: a relative work_dir must still
     name the driver's folder, where the data and the teacher are."""
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                "variants=[pmd]",
-                "seeds=[0]",
-                "work_dir=w",
-                "results_dir=r",
-            ],
-        )
+    cfg = compose_config(
+        [
+            "profile=smoke",
+            "variants=[pmd]",
+            "seeds=[0]",
+            "work_dir=w",
+            "results_dir=r",
+        ]
+    )
     paths = kdcore.run_job(cfg, "relative", print)
     assert paths[0].is_file() and len(list((tmp_path / "w" / "data").iterdir())) == 1
     assert "work_dir: w\n" in paths[0].read_text()  # the config as given

@@ -20,28 +20,18 @@ import tempfile
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from kdcore.data.prepare import prepare_data
 from kdcore.data.splits import make_splits
 from kdcore.errors import ConfigError, KDBenchError, RunLockedError
 from kdcore.io import run_lock
-from tests.conftest import REPO, run_cli, write_msd_folder
+from tests.conftest import REPO, run_cli, smoke_config, write_msd_folder
 
 BAD_INPUT, DISK_ERROR, SIGTERM_STATUS = 2, 74, 128 + signal.SIGTERM
 
 
 def config(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                f"results_dir={tmp_path / 'results'}",
-                f"work_dir={tmp_path / 'work'}",
-                *overrides,
-            ],
-        )
+    return smoke_config(tmp_path, *overrides)
 
 
 def msd(root, n: int = 5, empty: tuple[int, ...] = ()):

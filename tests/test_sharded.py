@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from hydra import compose, initialize_config_dir
 
 import kdcore
 from kdcore.data.batches import rank_share
@@ -20,23 +19,13 @@ from kdcore.teacher import (
     write_teacher_outputs,
 )
 from kdcore.teacher_cache import TeacherOutputs
-from tests.conftest import REPO
+from tests.conftest import smoke_config
 
 pytestmark = pytest.mark.slow
 
 
 def make(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                f"results_dir={tmp_path / 'results'}",
-                f"work_dir={tmp_path / 'work'}",
-                "teacher.workers=2",
-                *overrides,
-            ],
-        )
+    cfg = smoke_config(tmp_path, "teacher.workers=2", *overrides)
     return absolute_paths(cfg)
 
 

@@ -37,17 +37,10 @@ def test_cached_taps_match_the_live_teacher_in_float16(tiny_msd, tmp_path, monke
 
 
 def smoke_teacher(tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from kdcore.data.prepare import prepare_data
-    from kdcore.settings import absolute_paths
-    from tests.conftest import REPO
+    from kdcore.settings import absolute_paths, compose_config
 
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["profile=smoke", "teacher.fit.epochs=1", f"work_dir={tmp_path / 'w'}"],
-        )
+    cfg = compose_config(["profile=smoke", "teacher.fit.epochs=1", f"work_dir={tmp_path / 'w'}"])
     cfg = absolute_paths(cfg)
     data, splits = prepare_data(cfg, lambda _: None)
     return cfg, data, splits

@@ -6,19 +6,18 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdcore import tracking
 from kdcore.errors import ConfigError
 from kdcore.gate import check_config
+from kdcore.settings import compose_config
 from kdcore.tracking import (
     Tracker,
     flat_params,
     legal_name,
     tensorboard_scalars,
 )
-from tests.conftest import REPO
 
 
 def config(work_dir: Path, **settings) -> dict:
@@ -197,8 +196,7 @@ def test_sql_store_without_sqlalchemy_is_refused(tmp_path, monkeypatch):
 
 
 def make(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 def test_the_gate_refuses_bad_tracking_settings(monkeypatch):

@@ -1,15 +1,12 @@
 """The trial store's key holds what changes a trial's result and nothing else; entries
 are written whole."""
 
-from hydra import compose, initialize_config_dir
-
+from kdcore.settings import compose_config
 from kdcore.trial_store import TrialStore, trial_key
-from tests.conftest import REPO
 
 
 def cfg_of(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=["profile=smoke", *overrides])
+    return compose_config(["profile=smoke", *overrides])
 
 
 def test_the_key_ignores_labels_grid_and_place_but_not_what_a_trial_does():

@@ -1,15 +1,13 @@
 """Equal tuning: each variant's knobs, and the choice of the best sample."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from kdcore.settings import compose_config
 from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings
-from tests.conftest import REPO
 
 
 def make(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 def test_each_variant_tunes_its_own_knobs_with_trials_in_proportion():

@@ -6,18 +6,17 @@ import json
 import pytest
 import ray
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
 import kdcore
 from kdcore.cost import ModelSpec, cost_card, count_flops, spread, table_models
 from kdcore.report import cost_table, with_costs
+from kdcore.settings import compose_config
 from tests.conftest import REPO
 
 
 def config(*overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=["profile=smoke", *overrides])
+    return compose_config(["profile=smoke", *overrides])
 
 
 def test_flops_count_two_per_multiply_add_of_a_convolution():

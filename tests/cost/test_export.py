@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from hydra import compose, initialize_config_dir
 
 import kdcore
 from kdcore.export import (
@@ -20,22 +19,13 @@ from kdcore.export import (
     unpack_weights,
 )
 from kdcore.models.unet import build_student
-from tests.conftest import REPO
+from tests.conftest import REPO, smoke_config
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="pip install -e '.[export]'")
 
 
 def config(tmp_path, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                f"results_dir={tmp_path / 'results'}",
-                f"work_dir={tmp_path / 'work'}",
-                *overrides,
-            ],
-        )
+    return smoke_config(tmp_path, *overrides)
 
 
 def test_weights_travel_as_text_and_load_without_code():

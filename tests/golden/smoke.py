@@ -8,7 +8,8 @@ import platform
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
+
+from kdcore.settings import compose_config
 
 PIN = Path(__file__).with_name("smoke_pin.json")
 REPO = Path(__file__).resolve().parents[2]
@@ -38,11 +39,7 @@ def smoke_numbers(tmp: Path) -> dict[str, dict[str, float]]:
 
     import kdcore
 
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[*OVERRIDES, f"results_dir={tmp / 'results'}", f"work_dir={tmp / 'work'}"],
-        )
+    cfg = compose_config([*OVERRIDES, f"results_dir={tmp / 'results'}", f"work_dir={tmp / 'work'}"])
     try:
         paths = kdcore.run_job(cfg, "pinned smoke job", lambda _: None)
     finally:

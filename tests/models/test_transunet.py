@@ -4,19 +4,16 @@ attention learns, the taps match T1's, and the transformer compiles without grap
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from kdcore.data.batches import to_tensors
 from kdcore.data.prepare import prepare_data
 from kdcore.models import count_parameters, teacher_network
 from kdcore.models.transunet import PATCH_STRIDE, TransUNet
-from kdcore.settings import absolute_paths
-from tests.conftest import REPO
+from kdcore.settings import absolute_paths, compose_config
 
 
 def profile_teacher(profile: str, *overrides: str):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"profile={profile}", "teacher.arch=t2", *overrides])
+    cfg = compose_config([f"profile={profile}", "teacher.arch=t2", *overrides])
     return cfg, teacher_network(cfg)
 
 

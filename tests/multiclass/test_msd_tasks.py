@@ -9,12 +9,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from kdcore.data.prepare import prepare_data
 from kdcore.errors import ConfigError
 from kdcore.models.teachers import network_channels
-from tests.conftest import REPO, TINY_AFFINE, run_cli
+from kdcore.settings import compose_config
+from tests.conftest import TINY_AFFINE, run_cli
 
 LIVER = {"0": "background", "1": "liver", "2": "cancer"}
 PROSTATE = {"0": "background", "1": "PZ", "2": "TZ"}
@@ -53,19 +53,17 @@ def write_task(
 
 
 def config(tmp_path: Path, root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        return compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                "data=msd",
-                f"data.task={root.name}",
-                f"data.root={root.parent}",
-                "image_size=16",
-                f"work_dir={tmp_path / 'w'}",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        [
+            "profile=smoke",
+            "data=msd",
+            f"data.task={root.name}",
+            f"data.root={root.parent}",
+            "image_size=16",
+            f"work_dir={tmp_path / 'w'}",
+            *overrides,
+        ]
+    )
 
 
 def test_a_ct_task_reads_its_classes_from_dataset_json(tmp_path):
