@@ -12,7 +12,6 @@ import pandas as pd
 from kdcore.settings import compose_config
 
 PIN = Path(__file__).with_name("smoke_pin.json")
-REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["profile=smoke", "variants=[baseline,pmd,bottleneck+dec]", "seeds=[0]"]
 COLUMNS = ("dice", "iou", "recall", "precision", "dice_3d", "val_dice", "best_epoch")
 
