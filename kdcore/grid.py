@@ -41,6 +41,18 @@ from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
 from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings  # noqa: E402
 
 
+class _NoTrialFiles(logging.Filter):
+    """Drops Tune's warning, once per trial at the end of a grid, that a trial folder has
+    no result.json or progress.csv: those files are off on purpose (above), and every
+    result comes from the trials' reports."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics")
+
+
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_NoTrialFiles())
+
+
 class ProgressLog(tune.Callback):
     """One line per trial start and end with done/total and the time left, instead of
     Ray's per-trial tables."""

@@ -1,6 +1,8 @@
 """The job called in-process (``kdcore.run_job``): tables of other settings are written
 beside each other, each with its history, and the index lists them all."""
 
+import logging
+
 import pandas as pd
 import pytest
 import ray
@@ -20,9 +22,26 @@ def local_ray():
     ray.shutdown()
 
 
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_run_job_in_process_writes_beside_other_settings(tmp_path, local_ray):
     lines = []
-    first = kdcore.run_job(make(tmp_path), "first", lines.append)
+    # Tune's result grid looks for per-trial files the suite turns off; it must not warn
+    tune_analysis, records = logging.getLogger("ray.tune.analysis.experiment_analysis"), Records()
+    tune_analysis.addHandler(records)
+    try:
+        first = kdcore.run_job(make(tmp_path), "first", lines.append)
+        tune_analysis.warning("another warning")
+    finally:
+        tune_analysis.removeHandler(records)
+    assert records.messages == ["another warning"]
     axes = "+axes={data_fraction:[0.5,1.0]}"
     second = kdcore.run_job(make(tmp_path, axes), "second", lines.append)
     assert first[0].parent != second[0].parent
