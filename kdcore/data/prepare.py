@@ -44,8 +44,9 @@ def modalities_of(cfg: DictConfig, read_manifest: bool = True) -> tuple[str, ...
     """The image modalities the dataset.json names (its ``modality`` block, in key
     order), or () for one CT modality (the thesis's case: one grey slice, HU window),
     also when there is no such block or ``read_manifest`` is off."""
-    if not read_manifest or cfg.data.name == "phantom":  # the phantom is CT
-        return ()
+    fixed = data_source(cfg).modalities
+    if not read_manifest or fixed is not None:
+        return fixed or ()
     block = dataset_manifest(cfg).get("modality")
     if not isinstance(block, dict) or not block:
         return ()

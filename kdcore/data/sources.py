@@ -24,11 +24,14 @@ from kdcore.settings import as_dict, stable_hash
 class DataSource:
     """One dataset: ``root(cfg, log)`` its MSD-layout folder, ``label(cfg)`` its name,
     ``key(cfg)`` what its data depend on beyond their config keys (None: nothing), for
-    what is keyed by the data (its folder, a grid's Ray run)."""
+    what is keyed by the data (its folder, a grid's Ray run), and ``modalities`` its image
+    modalities where they are fixed (() for one CT channel; None: its dataset.json's
+    ``modality`` block says)."""
 
     root: Callable[[DictConfig, Log], Path]
     label: Callable[[DictConfig], str]
     key: Callable[[DictConfig], Any] = lambda _cfg: None
+    modalities: tuple[str, ...] | None = None
 
 
 def phantom_appearance(params: dict) -> Appearance | None:
@@ -72,6 +75,7 @@ DATASETS: dict[str, DataSource] = {
             f"seed {cfg.phantom.seed})"
         ),
         _phantom_key,
+        modalities=(),  # CT: known without generating the data to read its dataset.json
     ),
     "msd_spleen": DataSource(
         lambda cfg, _log: locate_msd_task(cfg.data.root, SPLEEN_TASK, cfg.data.download),
