@@ -45,8 +45,10 @@ def modalities_of(cfg: DictConfig, read_manifest: bool = True) -> tuple[str, ...
     order), or () for one CT modality (the thesis's case: one grey slice, HU window),
     also when there is no such block or ``read_manifest`` is off."""
     fixed = data_source(cfg).modalities
-    if not read_manifest or fixed is not None:
-        return fixed or ()
+    if fixed is not None:
+        return fixed
+    if not read_manifest:
+        return ()
     block = dataset_manifest(cfg).get("modality")
     if not isinstance(block, dict) or not block:
         return ()
