@@ -403,12 +403,13 @@ def run_grid(
 
     A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
     cell's values as columns, the trial's per-validation ``history`` and its per-patient
-    test counts ``cases`` (lists of dicts), and ``reused``: whether the trial came from the
-    trial store (``kdcore.trial_store``: finished by an earlier grid, of this table or
-    another) instead of being trained by this one. Only trials missing from the store
-    run, each distinct one once. ``teachers``: weights by teacher folder name; ``tuned``:
-    the settings of each (cell, variant) from ``run_tuning``; ``parent``: the id of the
-    job's run, under which each trial is a run of the metric stream.
+    test counts ``cases`` (lists of dicts), its trial-store ``key``, and ``reused``:
+    whether the trial came from the trial store (``kdcore.trial_store``: finished by an
+    earlier grid, of this table or another) instead of being trained by this one. Only
+    trials missing from the store run, each distinct one once. ``teachers``: weights by
+    teacher folder name; ``tuned``: the settings of each (cell, variant) from
+    ``run_tuning``; ``parent``: the id of the job's run, under which each trial is
+    a run of the metric stream.
 
     The Ray run under ``work_dir/ray`` is named by a hash of the config, so running the
     same command again resumes unfinished and failed trials.
@@ -448,6 +449,7 @@ def run_grid(
         row.update({k: v for k, v in entry.items() if k not in row})
         row["variant"] = parse_variant(t["variant"]).label  # this grid's name for it
         row["reused"] = t["key"] in found
+        row["key"] = t["key"]  # (not a trials.csv column: names its store entry)
         row.update(ending(cfg, row["history"], row["best_step"], row["stopped_early"]))
         rows.append(row)
     return rows

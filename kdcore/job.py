@@ -51,10 +51,16 @@ from kdcore.report import (
     with_costs,
 )
 from kdcore.rows import history_name
-from kdcore.runtime import parallel_slots
+from kdcore.runtime import parallel_slots, storage_root
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import StatsSettings, in_cell, summarize, summary_markdown
-from kdcore.table_folder import write_cards, write_examples, write_index, write_table
+from kdcore.table_folder import (
+    STORE_NAME,
+    write_cards,
+    write_examples,
+    write_index,
+    write_table,
+)
 from kdcore.teacher import (
     frozen_teacher,
     load_or_train_teacher,
@@ -64,6 +70,7 @@ from kdcore.teacher import (
 from kdcore.tracking import Run, Tracker
 from kdcore.training import predict
 from kdcore.trial import unpack_masks
+from kdcore.trial_store import TrialStore, write_entries
 from kdcore.tuning import knob_count
 
 
@@ -192,6 +199,7 @@ def write_results(
     timing: tuple[float, int],
     examples: dict[str, Any],
     cards: list[dict[str, Any]] | None = None,
+    entries: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
     """Write the table folder of a finished grid (built aside, swapped in whole): the
     report with its statistics, figures and tuned settings, trials, per-patient counts,
@@ -202,7 +210,8 @@ def write_results(
     ``cards``: the cost card of each network (``kdcore.cost.table_cards``), kept as
     ``cost.json``, shown as a section, as columns and, with several students, as
     ``dice_vs_latency.png``. Rows that carry a student's weights (``export``) have it
-    exported into ``students/`` (``kdcore.export``)."""
+    exported into ``students/`` (``kdcore.export``). ``entries``: the trial-store entries
+    of the rows by key, kept as ``store.jsonl.gz`` (``bench/store.py`` imports them)."""
     cards = cards or []
     exported = [r for r in rows if "weights" in r]
     for r in rows:
@@ -246,6 +255,8 @@ def write_results(
         ]
         if cards:
             write_cards(tmp, cards)
+        if entries:
+            write_entries(tmp / STORE_NAME, entries)
         students = export_table_students(cfg, exported, tmp / "students") if exported else []
         report = render_report(
             f"{cfg.ablation_name or 'grid'}: {folder.name}",
@@ -307,9 +318,11 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         rows = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
         timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
         examples = example_masks(run_cfg, rows, teachers)
+        store = TrialStore(storage_root(run_cfg))
+        entries = {r["key"]: store.get(r["key"]) for r in rows}
         cards = table_cards(run_cfg, job.line) if cfg.cost.enabled else []
         paths, summary = write_results(
-            cfg, rows, teacher_metas, command, commit, tuned, timing, examples, cards
+            cfg, rows, teacher_metas, command, commit, tuned, timing, examples, cards, entries
         )
         axes = list(grid_axes(cfg))
         index = write_index(Path(cfg.results_dir))

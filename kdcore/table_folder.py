@@ -9,6 +9,8 @@ A table is a folder (named by ``kdcore.names.table_dir``) holding
 - ``provenance.json``: its settings, command, commit and date, read back by the index;
 - ``examples.npz``: the example slices, their truth and each prediction shown in
   ``examples.png`` (``write_examples``), so the figure can be drawn again;
+- ``store.jsonl.gz``: its trials' trial-store entries (``kdcore.trial_store
+  .write_entries``), which ``bench/store.py`` puts into another machine's store;
 - figures (``kdcore.plots``), embedded in ``table.md``.
 
 Needs pandas and numpy only (no torch).
@@ -32,6 +34,7 @@ from kdcore.rows import TRIAL_COLUMNS, one_line
 INDEX_NAME = "index.md"
 EXAMPLES_NAME = "examples.npz"
 COST_NAME = "cost.json"  # the cost card of each network of the table (kdcore.cost)
+STORE_NAME = "store.jsonl.gz"  # the trial-store entries of its trials (bench/store.py)
 TABLE_FILES = ("table.md", "trials.csv", "cases.csv", "provenance.json")
 
 

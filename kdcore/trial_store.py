@@ -11,10 +11,15 @@ use. Entries are JSON files under ``<ray storage>/trials`` (``kdcore.runtime
 
 Runs are deterministic on one machine, not across CPUs: an entry records the machine,
 commit and time that made it, and the tables show them.
+
+Every table folder keeps the entries of its trials (``write_entries``, as
+``store.jsonl.gz``); ``bench/store.py`` puts them into another store, so that a clone
+on another machine, or a later session, reuses them instead of training them again.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -125,3 +130,32 @@ class TrialStore:
             return
         with self.fs.open_output_stream(path) as f:
             f.write(text)
+
+
+def write_entries(path: str | Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Write ``entries`` (store rows by key) as gzipped JSON lines, one ``{"key", "entry"}``
+    per line, without students' weights (an exported student is kept beside its table).
+    The bytes depend only on the entries (no time in the gzip header)."""
+    lines = [
+        json.dumps({"key": key, "entry": {k: v for k, v in entry.items() if k != "weights"}})
+        for key, entry in sorted(entries.items())
+    ]
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+
+
+def read_entries(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The entries ``write_entries`` wrote to ``path``, by key."""
+    with gzip.open(path, "rt") as f:
+        return {item["key"]: item["entry"] for item in map(json.loads, f) if item}
+
+
+def import_entries(store: TrialStore, entries: dict[str, dict[str, Any]]) -> int:
+    """Put into ``store`` each of ``entries`` it does not hold (an entry it holds is kept);
+    return how many were added."""
+    added = 0
+    for key, entry in entries.items():
+        if store.get(key) is None:
+            store.put(key, entry)
+            added += 1
+    return added

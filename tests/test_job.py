@@ -2,6 +2,8 @@
 beside each other, each with its history, and the index lists them all."""
 
 import logging
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -9,7 +11,13 @@ import ray
 
 import kdcore
 from kdcore.settings import compose_config
-from tests.conftest import smoke_config
+from tests.conftest import REPO, smoke_config
+
+
+def run_store(*args: str) -> subprocess.CompletedProcess:
+    """``python bench/store.py *args`` from the checkout."""
+    script = str(REPO / "bench" / "store.py")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
 
 
 def make(tmp_path, *overrides: str):
@@ -183,8 +191,20 @@ def test_a_grid_trains_only_the_trials_no_earlier_grid_finished(tmp_path, local_
     lines = []
     first = kdcore.run_job(make(tmp_path), "first", lines.append)
     assert "grid: 2 trials: 0 reused from the trial store" in "\n".join(lines)
-    # more seeds, and the KD row under another label: only seed 1 is new
+    # its trials, carried in the table folder, are reused by a store on another disk
+    other = tmp_path / "elsewhere"
+    done = run_store(str(first[0].parent), f"work_dir={other}")
+    assert done.returncode == 0 and "2 of 2 trials added" in done.stdout, done.stderr
     lines.clear()
+    again = kdcore.run_job(
+        make(tmp_path, f"work_dir={other}", f"results_dir={other / 'results'}"),
+        "again",
+        lines.append,
+    )
+    assert "grid: 2 trials: 2 reused from the trial store" in "\n".join(lines)
+    assert pd.read_csv(again[1])["dice"].tolist() == pd.read_csv(first[1])["dice"].tolist()
+    lines.clear()
+    # more seeds, and the KD row under another label: only seed 1 is new
     second = kdcore.run_job(
         make(tmp_path, "seeds=[0,1]", "variants=[baseline,'kd:pmd']"), "second", lines.append
     )

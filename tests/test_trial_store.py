@@ -2,7 +2,13 @@
 are written whole."""
 
 from kdcore.settings import compose_config
-from kdcore.trial_store import TrialStore, trial_key
+from kdcore.trial_store import (
+    TrialStore,
+    import_entries,
+    read_entries,
+    trial_key,
+    write_entries,
+)
 
 
 def cfg_of(*overrides: str):
@@ -51,3 +57,16 @@ def test_entries_round_trip_and_a_damaged_one_counts_as_missing(tmp_path):
     assert [p.name for p in (tmp_path / "trials").iterdir()] == ["abc.json"]  # no leftovers
     (tmp_path / "trials" / "abc.json").write_text('{"dice": 0.')
     assert store.get("abc") is None
+
+
+def test_a_tables_entries_round_trip_without_weights_and_import_keeps_what_is_there(tmp_path):
+    entries = {"b": {"dice": 0.5, "weights": "big"}, "a": {"dice": 0.25}}
+    write_entries(tmp_path / "store.jsonl.gz", entries)
+    first = (tmp_path / "store.jsonl.gz").read_bytes()
+    write_entries(tmp_path / "store.jsonl.gz", entries)
+    assert (tmp_path / "store.jsonl.gz").read_bytes() == first  # no time in the file
+    assert read_entries(tmp_path / "store.jsonl.gz") == {"a": {"dice": 0.25}, "b": {"dice": 0.5}}
+    store = TrialStore(str(tmp_path / "ray"))
+    store.put("a", {"dice": 0.75})
+    assert import_entries(store, read_entries(tmp_path / "store.jsonl.gz")) == 1
+    assert store.get("a") == {"dice": 0.75} and store.get("b") == {"dice": 0.5}
