@@ -147,7 +147,7 @@ def write_entries(path: str | Path, entries: dict[str, dict[str, Any]]) -> None:
 def read_entries(path: str | Path) -> dict[str, dict[str, Any]]:
     """The entries ``write_entries`` wrote to ``path``, by key."""
     with gzip.open(path, "rt") as f:
-        return {item["key"]: item["entry"] for item in map(json.loads, f) if item}
+        return {item["key"]: item["entry"] for item in map(json.loads, f)}
 
 
 def import_entries(store: TrialStore, entries: dict[str, dict[str, Any]]) -> int:
