@@ -32,10 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import hydra
 from omegaconf import DictConfig
 
-from kdcore.errors import KDBenchError, storage_message
+from kdcore.errors import BAD_INPUT, DISK_ERROR, KDBenchError, storage_message
 
-BAD_INPUT = 2
-DISK_ERROR = 74  # sysexits.h EX_IOERR
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPTED = "interrupted: run the same command again to resume"
 started = False  # set once Hydra has composed the config and the job begins

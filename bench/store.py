@@ -15,7 +15,9 @@ come from several machines lists each.
 
 Arguments with ``=`` are Hydra overrides of ``bench/run.py`` (they name the store:
 ``work_dir`` or ``ray.storage``); the others are table folders. A folder written before
-tables kept their entries is named and skipped; none with entries is an error (exit 2).
+tables kept their entries is named and skipped; none with entries is an error (exit 2),
+and so is a damaged one; a store that cannot be written (full disk, no permission) exits
+with 74. Either is one line on stderr.
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ sys.path.insert(0, str(REPO))
 
 from hydra.errors import HydraException  # noqa: E402
 
+from kdcore.errors import BAD_INPUT, DISK_ERROR, storage_message  # noqa: E402
 from kdcore.runtime import storage_root  # noqa: E402
 from kdcore.settings import compose_config  # noqa: E402
 from kdcore.table_folder import STORE_NAME  # noqa: E402
 from kdcore.trial_store import FOLDER, TrialStore, import_entries, read_entries  # noqa: E402
 
-BAD_INPUT = 2
+
+def write_problem(err: OSError, root: str) -> str:
+    """One line for a store that cannot be written. The object-store layer (pyarrow)
+    often names no file, so the line names the store."""
+    if err.filename is not None and (message := storage_message(err)):
+        return message
+    return (
+        f"cannot write the trial store {root}/{FOLDER} ({err}): free space, fix its "
+        "permissions or choose another work_dir/ray.storage"
+    )
 
 
 def main(args: list[str]) -> int:
@@ -45,8 +57,8 @@ def main(args: list[str]) -> int:
         return BAD_INPUT
     try:
         root = storage_root(compose_config(overrides))
-    except HydraException as e:
-        print(f"error: {e}", file=sys.stderr)
+    except HydraException as e:  # Hydra's message may span lines: one line here
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return BAD_INPUT
     store = TrialStore(root)
     read, added = 0, 0
@@ -60,7 +72,11 @@ def main(args: list[str]) -> int:
         except (OSError, EOFError, ValueError, KeyError) as e:
             print(f"error: {path} is damaged ({e}): restore it from git", file=sys.stderr)
             return BAD_INPUT
-        new = import_entries(store, entries)
+        try:
+            new = import_entries(store, entries)
+        except OSError as e:
+            print(f"error: {write_problem(e, root)}", file=sys.stderr)
+            return DISK_ERROR
         read, added = read + len(entries), added + new
         print(f"{folder}: {len(entries)} trials, {new} new to the store")
     if not read:

@@ -68,6 +68,10 @@ class DamagedCacheError(KDBenchError, OSError):
         return f"rebuilding {self.folder}: {self.file} is damaged ({self.why})"
 
 
+# Exit statuses of the command-line tools (bench/run.py, bench/store.py)
+BAD_INPUT = 2  # a bad config, argument or input file: the message says which
+DISK_ERROR = 74  # sysexits.h EX_IOERR: a disk could not be written
+
 # How each disk error reads, by errno: what happened (with the path) and what to do.
 STORAGE_ERRORS = {
     errno.ENOSPC: ("no space left on device while writing {}", "free space"),
