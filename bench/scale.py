@@ -96,7 +96,7 @@ def grid_efficiency(work: Path, *overrides: str) -> dict:
             },
         )
         start = time.perf_counter()
-        rows = run_grid(cfg, teachers, lambda _: None)
+        rows, _ = run_grid(cfg, teachers, lambda _: None)
         times[concurrent] = time.perf_counter() - start
         print(f"grid of {len(rows)} trials, {concurrent} at a time: {times[concurrent]:.1f}s")
     return {

@@ -398,8 +398,9 @@ def run_grid(
     log: Log = print,
     tuned: dict[str, dict[str, Any]] | None = None,
     parent: str | None = None,
-) -> list[dict]:
-    """Run one trial per (cell, variant, seed) and return their rows, in grid order.
+) -> tuple[list[dict], dict[str, dict[str, Any]]]:
+    """Run one trial per (cell, variant, seed) and return their rows, in grid order, and
+    the trial-store entries behind them by key (what a table folder keeps).
 
     A cell is one combination of the ``axes`` values (``axis_cells``); each row holds its
     cell's values as columns, the trial's per-validation ``history`` and its per-patient
@@ -452,4 +453,4 @@ def run_grid(
         row["key"] = t["key"]  # (not a trials.csv column: names its store entry)
         row.update(ending(cfg, row["history"], row["best_step"], row["stopped_early"]))
         rows.append(row)
-    return rows
+    return rows, entries

@@ -51,7 +51,7 @@ from kdcore.report import (
     with_costs,
 )
 from kdcore.rows import history_name
-from kdcore.runtime import parallel_slots, storage_root
+from kdcore.runtime import parallel_slots
 from kdcore.settings import absolute_paths, as_dict, resolve_device
 from kdcore.summary import StatsSettings, in_cell, summarize, summary_markdown
 from kdcore.table_folder import (
@@ -70,7 +70,7 @@ from kdcore.teacher import (
 from kdcore.tracking import Run, Tracker
 from kdcore.training import predict
 from kdcore.trial import unpack_masks
-from kdcore.trial_store import TrialStore, write_entries
+from kdcore.trial_store import write_entries
 from kdcore.tuning import knob_count
 
 
@@ -315,11 +315,9 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
         )
         tuned = run_tuning(run_cfg, teachers or None, job.line, job.id) if cfg.tune else None
         grid_start = time.perf_counter()
-        rows = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
+        rows, entries = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
         timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
         examples = example_masks(run_cfg, rows, teachers)
-        store = TrialStore(storage_root(run_cfg))
-        entries = {r["key"]: store.get(r["key"]) for r in rows}
         cards = table_cards(run_cfg, job.line) if cfg.cost.enabled else []
         paths, summary = write_results(
             cfg, rows, teacher_metas, command, commit, tuned, timing, examples, cards, entries
