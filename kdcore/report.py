@@ -237,7 +237,9 @@ def render_report(
         f"alpha {stats.alpha:g} (in brackets: at alpha / {n_kd}, Holm's strictest step). "
         "verdict: budget-limited when fewer than "
         f"{stats.converged_share:.0%} of either arm's runs converged; else gain or loss "
-        f"when the Holm-adjusted p is below {stats.alpha:g}; else within noise.",
+        f"when the Holm-adjusted p is below {stats.alpha:g}; else unstable when either arm "
+        "mixes collapsed and working runs (collapsed: test Dice below "
+        f"{stats.collapse:g} x the cell's baseline mean); else within noise.",
         f"- {protocol}",
         *([f"- {budget}"] if budget else []),
         *power_lines(summary, trials, stats),

@@ -80,8 +80,9 @@ def summarize(
       and after Holm (``mde``, ``mde_holm``: at alpha / the number of KD rows) and the
       seeds a 1-point effect would need after Holm (``seeds_1pt``); and ``verdict``:
       "budget-limited" when either arm has fewer than ``stats.converged_share`` of its
-      runs converged, else gain / loss when the Holm-adjusted p is below ``stats.alpha``,
-      else "within noise".
+      runs converged; else gain / loss when the Holm-adjusted p is below ``stats.alpha``;
+      else "unstable" when either arm mixes collapsed and working runs (the t-test has
+      no power on such a bimodal outcome, so it is not called noise); else "within noise".
     """
     stats = stats or StatsSettings()
     keys = [*axes, "variant"]
@@ -146,17 +147,18 @@ def _ending(
 
 
 def _verdict(row: pd.Series, summary: pd.DataFrame, axes: list[str], stats: StatsSettings) -> str:
-    """budget-limited, gain, loss or within noise (see ``summarize``)."""
+    """budget-limited, unstable, gain, loss or within noise (see ``summarize``)."""
     if pd.isna(row.get("delta")):
         return "within noise"
+    cell = in_cell(summary, row, axes)
+    arms = (row, cell[cell["variant"] == BASELINE].iloc[0])
     if "converged" in summary:
-        cell = in_cell(summary, row, axes)
-        base = cell[cell["variant"] == BASELINE].iloc[0]
-        for arm in (row, base):
-            if arm["converged"] < stats.converged_share * arm["seeds"]:
-                return "budget-limited"
+        if any(arm["converged"] < stats.converged_share * arm["seeds"] for arm in arms):
+            return "budget-limited"
     if row["p_holm"] < stats.alpha:
         return "gain" if row["delta"] > 0 else "loss"
+    if "collapsed" in summary and any(0 < arm["collapsed"] < arm["seeds"] for arm in arms):
+        return "unstable"
     return "within noise"
 
 

@@ -400,6 +400,26 @@ def test_collapsed_runs_are_counted_against_the_cells_baseline_mean():
     assert "collapsed" in summary_markdown(summarize(trials, cases))
 
 
+def test_a_row_mixing_collapsed_and_working_runs_is_unstable_not_within_noise():
+    trials, cases = _trials_and_cases(SEEDS["zero"], PATIENTS["zero"])
+    assert summarize(trials, cases).set_index("variant").loc["kd", "verdict"] == "within noise"
+    base = trials.loc[trials["variant"] == "baseline", "dice"].mean()
+    kd = trials["variant"] == "kd"
+    trials.loc[kd & (trials["seed"] == 1), "dice"] = 0.2 * base  # one of three collapses
+    row = summarize(trials, cases).set_index("variant").loc["kd"]
+    assert row["collapsed"] == 1 and row["p_holm"] > 0.05 and row["verdict"] == "unstable"
+    assert "unstable" in summary_markdown(summarize(trials, cases))
+    # a mixed baseline makes its KD rows unstable too
+    trials.loc[kd, "dice"] = SEEDS["zero"]
+    trials.loc[(trials["variant"] == "baseline") & (trials["seed"] == 0), "dice"] = 0.1
+    assert summarize(trials, cases).set_index("variant").loc["kd", "verdict"] == "unstable"
+    # a loss the t-test finds despite a collapsed run stays a loss
+    # (baseline 0.70, 0.80, 0.75: runs below 0.375 collapsed; differences -30, -31, -39)
+    trials, cases = _trials_and_cases([0.40, 0.49, 0.36], PATIENTS["below"])
+    row = summarize(trials, cases).set_index("variant").loc["kd"]
+    assert row["collapsed"] == 1 and row["p_holm"] < 0.05 and row["verdict"] == "loss"
+
+
 def test_minimum_detectable_effect_matches_the_t_approximation():
     # sd 1.5 points, 5 seeds: (t(0.975, 4) + t(0.8, 4)) * 1.5 / sqrt(5)
     expected = (2.776445 + 0.940965) * 1.5 / np.sqrt(5)
