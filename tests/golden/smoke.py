@@ -1,6 +1,6 @@
 """A small smoke job whose numbers are pinned (``smoke_pin.json``): the same code gives
-the same table, to the last bit, on one CPU. Floats differ across CPUs, so the pin
-records the CPU it was made on, and the test compares only there."""
+the same table, to the last bit, on one CPU. Floats differ across CPUs, so each pin is
+keyed by the CPU it was made on, and the test compares only there."""
 
 from __future__ import annotations
 
