@@ -422,7 +422,10 @@ def _line_panels(
             style = {"ls": "--"} if v == BASELINE else {}
             # markers at the edge of [0, 1] stay whole
             ax.plot(x, mean, marker="o", color=colors[v], lw=1.8, label=v, clip_on=False, **style)
-            ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
+            else:  # a band of one point is invisible: an error bar instead
+                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=colors[v], capsize=4)
         ax.set_xscale("log")
         ticks = np.unique(x_of(summary[x_key]))
         decorate(ax, ticks)

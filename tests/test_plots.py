@@ -111,6 +111,19 @@ def test_dice_axes_and_bands_stay_inside_zero_one(tmp_path):
     assert 0.0 <= left.xlim[0] < left.xlim[1] <= 1.0
 
 
+def test_an_axis_of_one_value_shows_its_intervals_as_error_bars():
+    """A band over one x value has no area: each variant gets an error bar instead."""
+    from matplotlib.container import ErrorbarContainer
+
+    trials, cases = grid({"student.width": [32]}, variants=("baseline", "mtms"))
+    figure = draw_students(summarize(trials, cases, ["student.width"]), trials)
+    bars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    trials, cases = grid({"student.width": [16, 32]}, variants=("baseline", "mtms"))
+    figure = draw_students(summarize(trials, cases, ["student.width"]), trials)
+    assert not [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+
+
 def test_plot_fractions_one_panel_per_other_axis_value(tmp_path):
     trials, cases = grid({"data_fraction": [0.1, 0.25, 0.5, 1.0]})
     summary = summarize(trials, cases, ["data_fraction"])
