@@ -420,12 +420,14 @@ def _line_panels(
             mean, low, high = (rows[f"dice_{s}"].to_numpy(float)[order] for s in BOUNDS)
             lo, hi = _band(mean, low, high)
             style = {"ls": "--"} if v == BASELINE else {}
+            if len(x) == 1:  # a band over one point is invisible: error bars, side by side
+                x = x * (1 + 0.04 * (variants.index(v) - (len(variants) - 1) / 2))
+                bar = [mean - lo, hi - mean]
+                ax.errorbar(x, mean, yerr=bar, marker="o", color=colors[v], capsize=4, label=v)
+                continue
             # markers at the edge of [0, 1] stay whole
             ax.plot(x, mean, marker="o", color=colors[v], lw=1.8, label=v, clip_on=False, **style)
-            if len(x) > 1:
-                ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
-            else:  # a band of one point is invisible: an error bar instead
-                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=colors[v], capsize=4)
+            ax.fill_between(x, lo, hi, color=colors[v], alpha=0.15, lw=0)
         ax.set_xscale("log")
         ticks = np.unique(x_of(summary[x_key]))
         decorate(ax, ticks)
@@ -443,7 +445,8 @@ def _line_panels(
     else:
         fig.supxlabel(xlabel, fontsize=10)
         fig.supylabel(ylabel, fontsize=10)
-    fig.suptitle(f"{title} {_seeds_note(summary, 'bands: ' + INTERVALS)}")
+    shown = "bars: " if summary[x_key].nunique() == 1 else "bands: "
+    fig.suptitle(f"{title} {_seeds_note(summary, shown + INTERVALS)}")
     handles = [
         Line2D([], [], color=colors[v], marker="o", ls="--" if v == BASELINE else "-", label=v)
         for v in variants
