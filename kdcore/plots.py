@@ -368,7 +368,7 @@ def _variant_panels(cell: pd.DataFrame, left: Any, right: Any) -> None:
                 markersize=6,
             )
         note = f"{int(r['wins'])}/{int(r['seeds'])} won" if not pd.isna(r.get("wins")) else ""
-        if verdict in ("gain", "loss", "budget-limited", "unstable"):
+        if verdict != "within noise":  # every other verdict is written beside the row
             note = f"{verdict}, {note}"
         right.text(
             1.01,
