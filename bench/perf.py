@@ -31,7 +31,7 @@ GROUPS = ("step", "loss", "memory")
 
 
 def ratios(rows: dict[str, dict]) -> list[str]:
-    """Compiled vs eager per loss case; KD / reference / cached vs student-only steps."""
+    """Compiled vs eager per loss case; KD, reference, cached and NHWC vs NCHW student steps."""
     lines = []
     mean = {name: b["stats"]["mean"] for name, b in rows.items()}
     for name in mean:
@@ -42,7 +42,15 @@ def ratios(rows: dict[str, dict]) -> list[str]:
     for setting in ("paper-256", "quick-64"):
         step = {
             k: mean.get(f"test_training_step[{k}-{setting}]")
-            for k in ("student", "kd", "kd-cached", "kd-cached-compiled", "reference")
+            for k in (
+                "student",
+                "student-nhwc",
+                "kd",
+                "kd-cached",
+                "kd-cached-nhwc",
+                "kd-cached-compiled",
+                "reference",
+            )
         }
         if step["student"] and step["kd"] and step["reference"]:
             line = (
@@ -56,6 +64,12 @@ def ratios(rows: dict[str, dict]) -> list[str]:
                 cached_compiled = step["kd-cached-compiled"] / step["student"]
                 line += f", and with the loss compiled too {cached_compiled:.2f}x"
             lines.append(line)
+        for k in ("student", "kd-cached"):
+            if step[k] and step[f"{k}-nhwc"]:
+                lines.append(
+                    f"- step {setting}, {k}: channels_last is "
+                    f"{step[k] / step[f'{k}-nhwc']:.2f}x faster than the default layout"
+                )
     return lines
 
 

@@ -142,6 +142,7 @@ FIT_RULES: dict[str, Rule] = {
     "momentum": number(0, 1, low_open=False, high_open=True),
     "schedule": one_of(*SCHEDULES),
     "augment": BOOLEAN,
+    "channels_last": BOOLEAN,
 }
 
 # Every key of configs/ (after composition), with what its value must be.

@@ -49,6 +49,9 @@ class FitSettings:
     momentum: float = 0.0
     schedule: str = "cosine"
     augment: bool = False  # random flips / 90-degree rotations of training slices (MONAI)
+    # Train in the NHWC layout (torch.channels_last), which oneDNN's CPU convolutions run
+    # faster; float results differ from the default NCHW layout (README: Speed)
+    channels_last: bool = False
 
 
 def build_optimizer(params: list[nn.Parameter], s: FitSettings) -> torch.optim.Optimizer:
@@ -294,6 +297,8 @@ def fit(
     """
     backend = backend or Backend()
     device = model_device(model)
+    if settings.channels_last:
+        _to_layout((model, extra_modules), torch.channels_last)
     params = list(model.parameters())
     if extra_modules is not None:
         params += list(extra_modules.parameters())
@@ -327,6 +332,8 @@ def fit(
             if augment is not None:  # its own stream: batch order stays as without it
                 augment.set_random_state(int(_rng(seed, epoch, 1, place).integers(2**31)))
                 x, y = augment_batch(augment, x, y)
+            if settings.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             loss, parts = loss_fn(x, y, idx if len(idx) else batch[:1])
             # one device-to-host copy for the loss and its parts
             numbers = torch.stack([loss.detach(), *parts.values()]).float().tolist()
@@ -372,7 +379,15 @@ def fit(
             }
             on_epoch(state, checkpoint)
     backend.restore(model, state.best_model)
+    if settings.channels_last:  # hand the networks back in the default layout
+        _to_layout((model, extra_modules), torch.contiguous_format)
     return state
+
+
+def _to_layout(modules: tuple[nn.Module | None, ...], layout: torch.memory_format) -> None:
+    for module in modules:
+        if module is not None:
+            module.to(memory_format=layout)
 
 
 def _rng(*key: int) -> np.random.Generator:

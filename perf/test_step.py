@@ -6,6 +6,8 @@
   terms with persistent projection heads.
 - kd-cached: as kd, but the teacher's taps come from the float16 teacher-output cache.
 - kd-cached-compiled: as kd-cached, with the objective through torch.compile.
+- student-nhwc, kd-cached-nhwc: as student and kd-cached, with the student, the heads and
+  the batch in the channels_last layout (``student.fit.channels_last=true``).
 - reference: the teacher runs both decoders under no_grad in the default layout and the
   1x1 channel maps are created anew at every step (the thesis code's way), otherwise as kd.
 At 256x256 (T1, batch 4, as measured in the stack notes) and at the quick profile's size
@@ -35,9 +37,22 @@ def setup(setting: str):
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("kind", ["student", "kd", "kd-cached", "kd-cached-compiled", "reference"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "student",
+        "student-nhwc",
+        "kd",
+        "kd-cached",
+        "kd-cached-nhwc",
+        "kd-cached-compiled",
+        "reference",
+    ],
+)
 def test_training_step(benchmark, setting, kind, tmp_path):
     student, teacher, x, y = setup(setting)
+    nhwc = kind.endswith("-nhwc")
+    kind = kind.removesuffix("-nhwc")
     cached = None
     if kind != "reference":
         freeze(teacher)
@@ -57,6 +72,10 @@ def test_training_step(benchmark, setting, kind, tmp_path):
     objective = DistillationLoss(terms, THESIS_WEIGHTS, student.tap_channels, teacher.tap_channels)
     optimizer = torch.optim.AdamW([*student.parameters(), *objective.parameters()], 1e-3)
     compute = maybe_compile(objective, kind.endswith("compiled"))
+    if nhwc:
+        student.to(memory_format=torch.channels_last)
+        objective.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
         taps = student(x)

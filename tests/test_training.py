@@ -23,7 +23,7 @@ def test_unknown_optimizer_is_rejected():
         build_optimizer([], FitSettings(epochs=1, batch_size=2, optimizer="lion"))
 
 
-def _train(data, epochs, seed, resume=None, stop_after=None, augment=False):
+def _train(data, epochs, seed, resume=None, stop_after=None, augment=False, channels_last=False):
     torch.manual_seed(seed)
     model = build_student(4)
     loss = DistillationLoss((), THESIS_WEIGHTS)
@@ -39,7 +39,7 @@ def _train(data, epochs, seed, resume=None, stop_after=None, augment=False):
         data,
         np.arange(12),
         np.arange(12, 16),
-        FitSettings(epochs=epochs, batch_size=4, augment=augment),
+        FitSettings(epochs=epochs, batch_size=4, augment=augment, channels_last=channels_last),
         seed,
         on_epoch=on_epoch,
         resume=resume,
@@ -56,15 +56,33 @@ def _roundtrip(obj):
     return buf
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path, augment):
+LAYOUTS = [(False, False), (True, False), (False, True)]  # (augment, channels_last)
+
+
+@pytest.mark.parametrize(("augment", "channels_last"), LAYOUTS)
+def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path, augment, channels_last):
     data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
-    straight, state, saved = _train(data, epochs=3, seed=0, stop_after=1, augment=augment)
-    resumed, state2, _ = _train(data, epochs=3, seed=0, resume=saved, augment=augment)
+    kw = {"augment": augment, "channels_last": channels_last}
+    straight, state, saved = _train(data, epochs=3, seed=0, stop_after=1, **kw)
+    resumed, state2, _ = _train(data, epochs=3, seed=0, resume=saved, **kw)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert state.best_epoch == state2.best_epoch and len(state2.history) == 3
     assert state.best_val == max(h["val_dice"] for h in state.history)
+
+
+def test_channels_last_trains_the_same_network_and_hands_it_back_in_nchw(tiny_msd, tmp_path):
+    data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
+    nchw, state, _ = _train(data, epochs=2, seed=0)
+    nhwc, state2, _ = _train(data, epochs=2, seed=0, channels_last=True)
+    assert all(p.is_contiguous() for p in nhwc.parameters())
+    # the same arithmetic in another order: losses equal up to float rounding (the weights
+    # are not compared: AdamW turns rounding in near-zero gradients into whole steps)
+    for a, b in zip(state.history, state2.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(nchw.parameters(), nhwc.parameters(), strict=True)
+    )
 
 
 def test_history_holds_the_mean_of_each_loss_term_per_epoch(tiny_msd, tmp_path):
