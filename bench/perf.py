@@ -40,32 +40,27 @@ def ratios(rows: dict[str, dict]) -> list[str]:
             speedup = mean[name.replace("-compiled]", "-eager]")] / mean[name]
             lines.append(f"- loss {case}: eager time / compiled time = {speedup:.2f}")
     for setting in ("paper-256", "quick-64"):
+        # step kind (perf/test_step.py's names) -> mean time, for this setting
+        head, tail = "test_training_step[", f"-{setting}]"
         step = {
-            k: mean.get(f"test_training_step[{k}-{setting}]")
-            for k in (
-                "student",
-                "student-nhwc",
-                "kd",
-                "kd-cached",
-                "kd-cached-nhwc",
-                "kd-cached-compiled",
-                "reference",
-            )
+            name[len(head) : -len(tail)]: t
+            for name, t in mean.items()
+            if name.startswith(head) and name.endswith(tail)
         }
-        if step["student"] and step["kd"] and step["reference"]:
+        if step.get("student") and step.get("kd") and step.get("reference"):
             line = (
                 f"- step {setting}: KD = {step['kd'] / step['student']:.2f}x a student step, "
                 f"the reference's way = {step['reference'] / step['student']:.2f}x; ours is "
                 f"{step['reference'] / step['kd']:.2f}x faster than the reference's"
             )
-            if step["kd-cached"]:
+            if step.get("kd-cached"):
                 line += f"; with the teacher cache {step['kd-cached'] / step['student']:.2f}x"
-            if step["kd-cached-compiled"]:
+            if step.get("kd-cached-compiled"):
                 cached_compiled = step["kd-cached-compiled"] / step["student"]
                 line += f", and with the loss compiled too {cached_compiled:.2f}x"
             lines.append(line)
         for k in ("student", "kd-cached"):
-            if step[k] and step[f"{k}-nhwc"]:
+            if step.get(k) and step.get(f"{k}-nhwc"):
                 lines.append(
                     f"- step {setting}, {k}: channels_last is "
                     f"{step[k] / step[f'{k}-nhwc']:.2f}x faster than the default layout"

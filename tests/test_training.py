@@ -56,10 +56,10 @@ def _roundtrip(obj):
     return buf
 
 
-LAYOUTS = [(False, False), (True, False), (False, True)]  # (augment, channels_last)
+FIT_OPTIONS = [(False, False), (True, False), (False, True)]  # (augment, channels_last)
 
 
-@pytest.mark.parametrize(("augment", "channels_last"), LAYOUTS)
+@pytest.mark.parametrize(("augment", "channels_last"), FIT_OPTIONS)
 def test_resumed_training_equals_uninterrupted_training(tiny_msd, tmp_path, augment, channels_last):
     data = load_slices(list_cases(tiny_msd), SliceSettings((0, 255), 16), tmp_path)
     kw = {"augment": augment, "channels_last": channels_last}
