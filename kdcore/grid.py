@@ -37,8 +37,8 @@ from kdcore.runtime import connect, parallel_slots, sharded_trials, storage_root
 from kdcore.settings import as_dict, stable_hash, with_settings  # noqa: E402
 from kdcore.tracking import Tracker, legal_name  # noqa: E402
 from kdcore.trial import ending, exports_weights, run_trial, run_trial_on_workers  # noqa: E402
-from kdcore.trial_store import TrialStore, trial_key  # noqa: E402
-from kdcore.tuning import cell_key, choose, draw_samples, knob_count, knob_settings  # noqa: E402
+from kdcore.trial_store import TrialStore, sample_key, trial_key  # noqa: E402
+from kdcore.tuning import cell_key, choose, draw_samples, knob_settings, sample_count  # noqa: E402
 
 
 class _NoTrialFiles(logging.Filter):
@@ -86,6 +86,8 @@ class ProgressLog(tune.Callback):
             self.log(f"trial {status} FAILED: {r['failure']}")
             return
         if "dice" not in r:  # a tuning sample: judged on validation only
+            if self.store and r.get("finished"):
+                TrialStore(self.store).put(_spec(trial.config)["key"], sample_row(r))
             self.log(f"trial {status}: {self._name(trial)}: val dice {r['val_dice']:.4f}")
             return
         if self.store and r.get("finished"):  # kept at once: an interrupted grid loses nothing
@@ -319,41 +321,83 @@ def run_tuning(
     teachers: dict[str, dict[str, torch.Tensor]] | None,
     log: Log = print,
     parent: str | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Equal tuning (``kdcore.tuning``): ``tuning.trials_per_knob`` random-search samples
-    per knob of every (cell, variant), each on every seed of ``tuning.seeds``, judged on
-    validation Dice; returns the best settings of each (``tuning.choose``). ``parent``:
-    the id of the job's run, under which each sample is a run of the metric stream."""
-    samples = [
-        {"cell": cell, "variant": variant, "sample": i, "knobs": knobs}
-        for cell in axis_cells(cfg)
-        for variant in cfg.variants
-        if runs_in(cfg, parse_variant(variant).label, cell)
-        for i, knobs in enumerate(draw_samples(cfg, cell, variant))
-    ]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Equal tuning (``kdcore.tuning``): the samples of every (cell, variant), each on
+    every seed of ``tuning.seeds``, judged on validation Dice. Returns the best settings of
+    each (``tuning.choose``) and the trial-store entries of the samples by key: like grid
+    trials, samples are kept in the trial store (``sample_key``), so a later grid with
+    other variants, or a resumed one, trains only the samples it lacks. ``parent``: the
+    id of the job's run, under which each sample is a run of the metric stream."""
+    root = storage_root(cfg)
+    store = TrialStore(root)
     seeds = list(cfg.tuning.seeds)
-    counts = {
-        parse_variant(v).label: knob_count(v) * cfg.tuning.trials_per_knob for v in cfg.variants
-    }
+    samples = []
+    base = OmegaConf.create(
+        as_dict(cfg)
+    )  # (not struct: a term's weight, kd.weights.at@enc, is new)
+    for cell in axis_cells(cfg):
+        cell_cfg = cell_config(base, cell)
+        for variant in cfg.variants:
+            if not runs_in(cfg, parse_variant(variant).label, cell):
+                continue
+            for i, knobs in enumerate(draw_samples(cfg, cell, variant)):
+                trial_cfg = with_settings(cell_cfg, knob_settings(cell_cfg, variant, knobs))
+                for seed in seeds:
+                    key = sample_key(trial_cfg, variant, seed)
+                    samples.append(
+                        {
+                            "cell": cell,
+                            "variant": variant,
+                            "sample": i,
+                            "knobs": knobs,
+                            "seed": seed,
+                            "key": key,
+                        }
+                    )
+    entries = {s["key"]: store.get(s["key"]) for s in samples}
+    todo = list({s["key"]: s for s in samples if entries[s["key"]] is None}.values())
+    counts = {parse_variant(v).label: sample_count(cfg, v) for v in cfg.variants}
     log(
-        f"tuning: {len(samples)} samples x {len(seeds)} seeds; samples per variant: "
+        f"tuning: {len(samples) // len(seeds)} samples x {len(seeds)} seeds (samples per "
+        + "variant: "
         + ", ".join(f"{k} {n}" for k, n in counts.items())
+        + f"): {len(samples) - len(todo)} reused from the trial store, {len(todo)} to train"
     )
-    space = {"trial": tune.grid_search(samples), "seed": tune.grid_search(seeds)}
-    total = len(samples) * len(seeds)
-    results = _fit(cfg, _run_name(cfg, "-tuning"), space, total, 1, teachers, None, log, parent)
-    return choose(
+    if todo:
+        name = _run_name(cfg, "-tuning", [s["key"] for s in todo])
+        space = {"trial": tune.grid_search(todo)}
+        results = _fit(cfg, name, space, len(todo), 1, teachers, None, log, parent, root)
+        for r in results:  # (each was stored as it finished; this covers a missed one)
+            key = r.config["trial"]["key"]
+            entries[key] = store.get(key)
+            if entries[key] is None:
+                entries[key] = sample_row(r.metrics)
+                store.put(key, entries[key])
+    chosen = choose(
         [
             {
-                "cell": r.config["trial"]["cell"],
-                "variant": r.config["trial"]["variant"],
-                "sample": r.config["trial"]["sample"],
-                "val_dice": r.metrics["val_dice"],
-                "settings": json.loads(r.metrics["settings"]),
+                "cell": s["cell"],
+                "variant": s["variant"],
+                "sample": s["sample"],
+                "val_dice": entries[s["key"]]["val_dice"],
+                "settings": entries[s["key"]]["settings"],
             }
-            for r in results
+            for s in samples
         ]
     )
+    return chosen, entries
+
+
+def sample_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the trial store keeps of a finished tuning sample: its validation Dice (-1
+    if its loss diverged) and settings, and when and where it was made."""
+    return {
+        "kind": "tuning sample",
+        "val_dice": metrics["val_dice"],
+        "settings": json.loads(metrics["settings"]),
+        "trained": utc_now(),
+        "commit": git_commit(),
+    }
 
 
 def _spec(config: dict[str, Any]) -> dict[str, Any]:
@@ -380,12 +424,15 @@ def stored_row(metrics: dict[str, Any]) -> dict[str, Any]:
 def grid_trials(cfg: DictConfig, tuned: dict | None = None) -> list[dict[str, Any]]:
     """Every trial of the grid, in grid order: its cell, variant, seed and store key."""
     trials = []
+    base = OmegaConf.create(
+        as_dict(cfg)
+    )  # (not struct: a term's weight, kd.weights.at@enc, is new)
     for cell in axis_cells(cfg):
         for variant in cfg.variants:
             if not runs_in(cfg, parse_variant(variant).label, cell):
                 continue
             settings = (tuned or {}).get(cell_key(cell, variant), {}).get("settings")
-            trial_cfg = with_settings(cell_config(cfg, cell), settings or {})
+            trial_cfg = with_settings(cell_config(base, cell), settings or {})
             for seed in cfg.seeds:
                 key = trial_key(trial_cfg, variant, seed)
                 trials.append({"cell": cell, "variant": variant, "seed": seed, "key": key})

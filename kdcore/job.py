@@ -174,8 +174,9 @@ def tuning_lines(
     return [
         "## Equal tuning",
         "",
-        f"Every variant of every cell got {t.trials_per_knob} random-search samples per knob "
-        "(so more for a method with more knobs: `knobs`, `trials` below), each trained on "
+        "Every variant of every cell got its configured settings and "
+        f"{t.trials_per_knob} random-search samples per knob (so more for a method with more "
+        "knobs: `knobs`, `trials` below), each trained on "
         f"seeds {', '.join(map(str, t.seeds))} and scored by its mean validation Dice, over "
         f"its own knobs: the learning rate x [{t.lr_factor[0]:g}, {t.lr_factor[1]:g}], each "
         f"KD term's weight x [{t.weight_factor[0]:g}, {t.weight_factor[1]:g}] and each KD "
@@ -313,9 +314,12 @@ def run_job(cfg: DictConfig, command: str | None = None, log: Log = print) -> li
             f"grid: {len(cells)} cells x {len(cfg.variants)} variants{where} x "
             f"{len(cfg.seeds)} seeds with Ray Tune"
         )
-        tuned = run_tuning(run_cfg, teachers or None, job.line, job.id) if cfg.tune else None
+        tuned, samples = (
+            run_tuning(run_cfg, teachers or None, job.line, job.id) if cfg.tune else (None, {})
+        )
         grid_start = time.perf_counter()
         rows, entries = run_grid(run_cfg, teachers or None, job.line, tuned, job.id)
+        entries = {**samples, **entries}  # the table folder keeps its tuning samples too
         timing = (time.perf_counter() - grid_start, parallel_slots(cfg))
         examples = example_masks(run_cfg, rows, teachers)
         cards = table_cards(run_cfg, job.line) if cfg.cost.enabled else []

@@ -12,6 +12,9 @@ use. Entries are JSON files under ``<ray storage>/trials`` (``kdcore.runtime
 Runs are deterministic on one machine, not across CPUs: an entry records the machine,
 commit and time that made it, and the tables show them.
 
+Equal-tuning samples are kept too (``sample_key``: their validation Dice and settings),
+so a tuned grid run in parts, with some variants at a time, trains each sample once.
+
 Every table folder keeps the entries of its trials (``write_entries``, as
 ``store.jsonl.gz``); ``bench/store.py`` puts them into another store, so that a clone
 on another machine, or a later session, reuses them instead of training them again.
@@ -89,6 +92,13 @@ def trial_key(cfg: DictConfig, variant: str, seed: int) -> str:
     """The store's key of a trial of ``variant`` and ``seed`` under ``cfg`` (its cell's
     config, with any tuned settings made)."""
     return stable_hash(trial_settings(cfg, variant, seed))
+
+
+def sample_key(cfg: DictConfig, variant: str, seed: int) -> str:
+    """The store's key of an equal-tuning sample (``kdcore.tuning``): the same training as
+    the trial ``trial_key`` names, kept apart because a sample is judged on validation
+    only (its entry has no test metrics)."""
+    return f"{trial_key(cfg, variant, seed)}-val"
 
 
 class TrialStore:

@@ -9,6 +9,9 @@ more knobs gets more trials, so that none is held back by a search too small for
 - the learning rate, for every variant (the baseline's own under the thesis protocol);
 - each KD term's weight, and each KD method's temperature, for the variants that use them.
 
+The configured settings are always one of the samples, so a search too small to find a
+better setting keeps the configured one instead of a worse one.
+
 Knobs are factors on the configured values, drawn log-uniformly from ``tuning.*_factor``.
 Each sample trains on every seed of ``tuning.seeds`` and is judged on its validation Dice
 averaged over them (no test metrics are computed), which tempers the winner's curse of
@@ -42,24 +45,38 @@ def knob_count(variant: str) -> int:
 
 
 def draw_samples(cfg: DictConfig, cell: dict[str, Any], variant: str) -> list[dict[str, Any]]:
-    """The random-search samples of one (cell, variant): ``tuning.trials_per_knob`` times
-    its knobs (``knob_count``), each a factor drawn log-uniformly per knob; the draws
-    depend only on ``tuning.seed``, the cell and the variant."""
+    """The random-search samples of one (cell, variant): first the configured settings
+    (every factor 1), so that tuning never chooses a setting worse on validation than the
+    untuned one, then ``tuning.trials_per_knob`` times its knobs (``knob_count``) draws,
+    each a factor drawn log-uniformly per knob; the draws depend only on ``tuning.seed``,
+    the cell and the variant."""
     t = cfg.tuning
     terms = parse_variant(variant).terms
     rng = np.random.default_rng([t.seed, int(stable_hash(cell_key(cell, variant)), 16)])
+    temperatures = _temperature_keys(terms)
 
     def factor(bounds) -> float:
         return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
-    return [
+    configured = {
+        "lr": 1.0,
+        "weights": {term: 1.0 for term in terms},
+        "temperatures": {k: 1.0 for k in temperatures},
+    }
+    return [configured] + [
         {
             "lr": factor(t.lr_factor),
             "weights": {term: factor(t.weight_factor) for term in terms},
-            "temperatures": {k: factor(t.temperature_factor) for k in _temperature_keys(terms)},
+            "temperatures": {k: factor(t.temperature_factor) for k in temperatures},
         }
-        for _ in range(t.trials_per_knob * knob_count(variant))
+        for _ in range(sample_count(cfg, variant) - 1)
     ]
+
+
+def sample_count(cfg: DictConfig, variant: str) -> int:
+    """How many tuning samples a variant gets: the configured settings and
+    ``tuning.trials_per_knob`` draws per knob."""
+    return 1 + cfg.tuning.trials_per_knob * knob_count(variant)
 
 
 def _temperature_keys(terms: list[str] | tuple[str, ...]) -> list[str]:

@@ -11,6 +11,8 @@ import ray
 
 import kdcore
 from kdcore.settings import compose_config
+from kdcore.table_folder import STORE_NAME
+from kdcore.trial_store import read_entries
 from tests.conftest import REPO, smoke_config
 
 
@@ -101,13 +103,34 @@ def test_equal_tuning_gives_every_variant_trials_per_knob(tmp_path, local_ray):
     paths = kdcore.run_job(cfg, "tuned", print)
     assert "-fair-tuned-" in paths[0].parent.name
     table = paths[0].read_text()
-    assert "## Equal tuning" in table and "got 1 random-search samples per knob" in table
+    assert (
+        "## Equal tuning" in table
+        and "its configured settings and 1 random-search samples per knob" in table
+    )
     section = table[table.index("## Equal tuning") :]
-    # the baseline has 1 knob (lr), pmd 3 (lr, weight, temperature)
-    assert "| baseline  |       1 |        1 |" in section
-    assert "| pmd       |       3 |        3 |" in section
+    # the baseline has 1 knob (lr), pmd 3 (lr, weight, temperature), and each has its
+    # configured settings as a sample too
+    assert "| baseline  |       1 |        2 |" in section
+    assert "| pmd       |       3 |        4 |" in section
     assert "kd.weights.pmd=" in section and "kd.pmd_temperature=" in section
     assert "tuning val - grid test (pts)" in section
+    # the samples are in the trial store and the table folder: a grid with another
+    # variant list trains only the samples of its new variant
+    stored = read_entries(paths[0].parent / STORE_NAME)
+    assert sum(key.endswith("-val") for key in stored) == (2 + 4) * 2
+    lines = []
+    kdcore.run_job(
+        make(
+            tmp_path,
+            "tune=true",
+            "tuning.trials_per_knob=1",
+            "tuning.seeds=[100,101]",
+            "variants=[baseline,pmd,enc]",
+        ),
+        "tuned again",
+        lines.append,
+    )
+    assert any("12 reused from the trial store, 8 to train" in line for line in lines), lines
 
 
 def test_a_relative_work_dir_is_shared_by_every_trial(tmp_path, local_ray, monkeypatch):
