@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,13 @@ class ProgressLog(tune.Callback):
         if r.get("failure"):
             self.log(f"trial {status} FAILED: {r['failure']}")
             return
-        if "dice" not in r:  # a tuning sample: judged on validation only
-            if self.store and r.get("finished"):
-                TrialStore(self.store).put(_spec(trial.config)["key"], sample_row(r))
+        sample = "dice" not in r  # a tuning sample: judged on validation only
+        if self.store and r.get("finished"):  # kept at once: an interrupted grid loses nothing
+            row = sample_row(r) if sample else stored_row(r)
+            TrialStore(self.store).put(_spec(trial.config)["key"], row)
+        if sample:
             self.log(f"trial {status}: {self._name(trial)}: val dice {r['val_dice']:.4f}")
             return
-        if self.store and r.get("finished"):  # kept at once: an interrupted grid loses nothing
-            TrialStore(self.store).put(_spec(trial.config)["key"], stored_row(r))
         self.log(
             f"trial {status}: {self._name(trial)}: test dice "
             f"{r.get('dice', float('nan')):.4f} (val {r.get('val_dice', float('nan')):.4f}, "
@@ -306,6 +307,32 @@ def _fit(
     return list(results)
 
 
+def _train_missing(
+    cfg: DictConfig,
+    name: str,
+    todo: list[dict[str, Any]],
+    entries: dict[str, dict[str, Any] | None],
+    row_of: Callable[[dict[str, Any]], dict[str, Any]],
+    teachers: dict | None,
+    tuned: dict | None,
+    log: Log,
+    parent: str | None,
+) -> None:
+    """Train the trials (or tuning samples) ``todo`` in the Ray run ``name`` and set each
+    one's trial-store entry in ``entries``; ``row_of``: what the store keeps of a finished
+    one's metrics (``stored_row`` or ``sample_row``)."""
+    root = storage_root(cfg)
+    store = TrialStore(root)
+    space = {"trial": tune.grid_search(todo)}
+    results = _fit(cfg, name, space, len(todo), 1, teachers, tuned, log, parent, root)
+    for r in results:  # (each was stored as it finished; this covers a missed one)
+        key = r.config["trial"]["key"]
+        entries[key] = store.get(key)
+        if entries[key] is None:
+            entries[key] = row_of(r.metrics)
+            store.put(key, entries[key])
+
+
 def _run_name(cfg: DictConfig, kind: str, extra: Any = None) -> str:
     """A Ray run's folder name: a hash of the config (and ``extra``), so that the same
     command resumes its own run. Each cell's data key is part of it (a phantom's resolved
@@ -332,9 +359,8 @@ def run_tuning(
     store = TrialStore(root)
     seeds = list(cfg.tuning.seeds)
     samples = []
-    base = OmegaConf.create(
-        as_dict(cfg)
-    )  # (not struct: a term's weight, kd.weights.at@enc, is new)
+    # not struct: a tuned term's weight (kd.weights.at@enc) is a new key
+    base = OmegaConf.create(as_dict(cfg))
     for cell in axis_cells(cfg):
         cell_cfg = cell_config(base, cell)
         for variant in cfg.variants:
@@ -365,14 +391,7 @@ def run_tuning(
     )
     if todo:
         name = _run_name(cfg, "-tuning", [s["key"] for s in todo])
-        space = {"trial": tune.grid_search(todo)}
-        results = _fit(cfg, name, space, len(todo), 1, teachers, None, log, parent, root)
-        for r in results:  # (each was stored as it finished; this covers a missed one)
-            key = r.config["trial"]["key"]
-            entries[key] = store.get(key)
-            if entries[key] is None:
-                entries[key] = sample_row(r.metrics)
-                store.put(key, entries[key])
+        _train_missing(cfg, name, todo, entries, sample_row, teachers, None, log, parent)
     chosen = choose(
         [
             {
@@ -424,9 +443,8 @@ def stored_row(metrics: dict[str, Any]) -> dict[str, Any]:
 def grid_trials(cfg: DictConfig, tuned: dict | None = None) -> list[dict[str, Any]]:
     """Every trial of the grid, in grid order: its cell, variant, seed and store key."""
     trials = []
-    base = OmegaConf.create(
-        as_dict(cfg)
-    )  # (not struct: a term's weight, kd.weights.at@enc, is new)
+    # not struct: a tuned term's weight (kd.weights.at@enc) is a new key
+    base = OmegaConf.create(as_dict(cfg))
     for cell in axis_cells(cfg):
         for variant in cfg.variants:
             if not runs_in(cfg, parse_variant(variant).label, cell):
@@ -480,14 +498,7 @@ def run_grid(
     )
     if todo:
         name = _run_name(cfg, "", [tuned, [t["key"] for t in wanted]])
-        space = {"trial": tune.grid_search(todo)}
-        results = _fit(cfg, name, space, len(todo), 1, teachers, tuned, log, parent, root)
-        for r in results:  # (each was stored as it finished; this covers a missed one)
-            key = r.config["trial"]["key"]
-            entries[key] = store.get(key)
-            if entries[key] is None:
-                entries[key] = stored_row(r.metrics)
-                store.put(key, entries[key])
+        _train_missing(cfg, name, todo, entries, stored_row, teachers, tuned, log, parent)
     rows = []
     for t in wanted:
         entry = entries[t["key"]]
