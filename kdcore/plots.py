@@ -451,9 +451,10 @@ def _line_panels(
         Line2D([], [], color=colors[v], marker="o", ls="--" if v == BASELINE else "-", label=v)
         for v in variants
     ]
-    handles.append(
-        Patch(color="0.5", alpha=0.25, label="95% interval\nover seeds,\nclipped to [0, 1]")
-    )
+    if shown == "bands: ":  # error bars need no legend entry of their own
+        handles.append(
+            Patch(color="0.5", alpha=0.25, label="95% interval\nover seeds,\nclipped to [0, 1]")
+        )
     fig.legend(handles=handles, loc="outside right center")
     return fig
 
