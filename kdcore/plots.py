@@ -445,13 +445,13 @@ def _line_panels(
     else:
         fig.supxlabel(xlabel, fontsize=10)
         fig.supylabel(ylabel, fontsize=10)
-    shown = "bars: " if summary[x_key].nunique() == 1 else "bands: "
-    fig.suptitle(f"{title} {_seeds_note(summary, shown + INTERVALS)}")
+    bars = summary[x_key].nunique() == 1  # one x value: error bars, not bands
+    fig.suptitle(f"{title} {_seeds_note(summary, ('bars: ' if bars else 'bands: ') + INTERVALS)}")
     handles = [
         Line2D([], [], color=colors[v], marker="o", ls="--" if v == BASELINE else "-", label=v)
         for v in variants
     ]
-    if shown == "bands: ":  # error bars need no legend entry of their own
+    if not bars:  # error bars need no legend entry of their own
         handles.append(
             Patch(color="0.5", alpha=0.25, label="95% interval\nover seeds,\nclipped to [0, 1]")
         )
